@@ -1,0 +1,46 @@
+# Two commands on a fresh machine with Python 3.11 and make:
+#   make demo   set up .venv, generate the default data, run the main job, say where output is
+#   make test   set up .venv, run the whole suite (what CI runs: .ci/run)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Rebuild the compiled matcher whenever its sources change, so tests never run a stale .so.
+STAMP := $(VENV)/.installed
+DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd)
+
+DEMO_DATA := data/demo-orders
+DEMO_RUN := runs/demo-match
+
+.PHONY: demo test test-fast bench clean
+
+$(STAMP): $(DEPS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	@touch $(STAMP)
+
+$(DEMO_DATA)/orders.parquet: $(STAMP)
+	$(BIN)/backtest generate orders $(DEMO_DATA) --n 1000000 --seed 1
+
+demo: $(STAMP) $(DEMO_DATA)/orders.parquet
+	$(BIN)/backtest match $(DEMO_DATA) --out $(DEMO_RUN)
+	@echo "summary: $(DEMO_RUN)/summary.json"
+
+# The whole suite on the compiled matcher, then the matcher's suite again on the pure-Python
+# reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	MATCHING_PURE=1 $(BIN)/python -m pytest tests/matching
+	$(BIN)/python -m pytest bench -m bench -q
+
+# A developer's quick loop: skips the slow end-to-end cases (CI runs them).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not bench"
+
+# Timed benchmarks (pytest-benchmark); figures go to the README's performance table.
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench -m bench --benchmark-enable --benchmark-columns=min,median,rounds
+
+clean:
+	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so runs data/demo-orders

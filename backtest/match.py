@@ -1,0 +1,85 @@
+"""`backtest match`: the matcher alone over a dataset's `orders`, no clearing."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from backtest.outputs import MatchOutputWriter, staged_run_folder, write_book_final, write_summary
+from datasets.manifest import load_manifest
+from datasets.orders import check_orders, iter_order_batches
+from matching import Matcher
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a hot loop.
+
+    The matcher allocates one record per event and one object per resting order and
+    makes no reference cycles that outlive an instruction (an order's link to its level is
+    cut when it leaves the book), so reference counting frees everything; without the
+    pause, generation scans over the live book took about a third of the run (perf).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def run_match(
+    dataset: Path, out: Path, *, progress: Callable[[int, int], None] | None = None
+) -> dict:
+    """Replay `dataset`'s orders through the matcher into run folder `out`; return the
+    summary. Raises InputError (nothing written) on a bad manifest or orders file.
+    `progress(done, total)` is called after each batch of instructions."""
+    manifest = load_manifest(dataset)
+    orders_path = dataset / "orders.parquet"
+    total = check_orders(orders_path)
+    matcher = Matcher(manifest.matcher_rules())
+    factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
+    with staged_run_folder(out) as stage:
+        writer = MatchOutputWriter(stage, factors)
+        done = 0
+        with gc_paused():
+            for batch in iter_order_batches(orders_path, default_stp=manifest.default_stp):
+                matcher.apply_columns(*batch)
+                writer.write_records(matcher.out)
+                matcher.out.clear()
+                done += len(batch[0])
+                if progress is not None:
+                    progress(done, total)
+        writer.close()
+        levels = write_book_final(matcher, stage / "book_final.parquet")
+        summary = {
+            "command": "match",
+            "dataset": manifest.name,
+            "instructions": total,
+            "fills": writer.fill_rows,
+            "order_events": writer.event_rows,
+            "book_levels": levels,
+            "resting_orders": len(matcher.orders),
+        }
+        summary.update(_event_counts(stage))
+        write_summary(stage, summary)
+    return summary
+
+
+def _event_counts(folder: Path) -> dict:
+    """Counts by event and by reason, and traded quantity, from the written tables."""
+    events = pl.read_parquet(folder / "order_events.parquet", columns=["event", "reason"])
+    by_event = events.group_by("event").len().sort("event")
+    by_reason = events.drop_nulls("reason").group_by("event", "reason").len().sort("event", "reason")
+    fills = pl.read_parquet(folder / "fills.parquet", columns=["qty", "notional"])
+    return {
+        "events": {str(e): int(n) for e, n in by_event.iter_rows()},
+        "reasons": {f"{e}:{r}": int(n) for e, r, n in by_reason.iter_rows()},
+        "fill_qty_lots": int(fills["qty"].sum() or 0),
+        "fill_notional_minor": int(fills["notional"].sum() or 0),
+    }

@@ -1,0 +1,218 @@
+"""Deterministic generated order streams for the matcher: the realistic mix and the
+adversarial one. Used by `make demo`, `backtest generate orders`, the benchmarks and the
+tests. Same arguments, same stream, on every machine (random.Random is seeded; nothing else
+varies).
+
+The realistic mix follows issue 3: about 55% limit adds near the touch, 35% cancels,
+5% amends, 5% marketable (market or IOC through the touch). The generator keeps a live
+matcher beside it so that adds are placed against the book as it really is and cancels
+and amends name orders that are really live; it does not write that matcher's output.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from matching import Matcher, SymbolRules
+from matching.types import (
+    AMEND, BUY, CANCEL, GTC, IOC, LIMIT, MARKET, NEW, POST_ONLY, SELL, STP_CANCEL_TAKER,
+)
+
+START_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z; any fixed instant would do
+
+
+@dataclass
+class OrderColumns:
+    """An instruction stream as columns of matching.types codes (the matcher's input)."""
+
+    ts: list[int] = field(default_factory=list)
+    seq: list[int] = field(default_factory=list)
+    action: list[int] = field(default_factory=list)
+    account: list[str] = field(default_factory=list)
+    symbol: list[str] = field(default_factory=list)
+    order_id: list[int] = field(default_factory=list)
+    side: list[int] = field(default_factory=list)
+    order_type: list[int] = field(default_factory=list)
+    tif: list[int] = field(default_factory=list)
+    price: list[int | None] = field(default_factory=list)
+    qty: list[int | None] = field(default_factory=list)
+    reduce_only: list[bool] = field(default_factory=list)
+    stp: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def append(
+        self, ts: int, action: int, account: str, symbol: str, order_id: int, side: int,
+        order_type: int, tif: int, price: int | None, qty: int | None, stp: int,
+    ) -> None:
+        self.ts.append(ts)
+        self.seq.append(len(self.seq))
+        self.action.append(action)
+        self.account.append(account)
+        self.symbol.append(symbol)
+        self.order_id.append(order_id)
+        self.side.append(side)
+        self.order_type.append(order_type)
+        self.tif.append(tif)
+        self.price.append(price)
+        self.qty.append(qty)
+        self.reduce_only.append(False)
+        self.stp.append(stp)
+
+    def matcher_args(self) -> tuple[list, ...]:
+        """The columns `Matcher.apply_columns` takes, in its order."""
+        return (self.ts, self.action, self.account, self.symbol, self.order_id, self.side,
+                self.order_type, self.tif, self.price, self.qty, self.stp)
+
+
+def realistic_stream(
+    n: int, *, seed: int = 1, symbols: tuple[str, ...] = ("BTCUSDT",), accounts: int = 500,
+    mid_ticks: int = 300_000, target_live: int = 5_000,
+) -> OrderColumns:
+    """`n` instructions of the realistic mix over `symbols`, from `accounts` accounts.
+
+    Adds sit 0..~30 ticks behind the touch (an exponential offset, so most are within a few
+    ticks), some improve an open spread, 10% are post-only. Marketable orders are half
+    market, half IOC limits a few ticks through the touch; their size adapts so the live
+    book hovers around `target_live` orders per symbol instead of growing with `n`.
+    """
+    rng = random.Random(seed)
+    rules = {s: SymbolRules() for s in symbols}
+    shadow = Matcher(rules)
+    cols = OrderColumns()
+    names = [f"acct{i:05d}" for i in range(accounts)]
+    live: dict[str, list[int]] = {s: [] for s in symbols}  # ids that may still rest
+    ts = START_NS
+    next_id = 1
+    for _ in range(n):
+        ts += rng.randint(1_000, 200_000)
+        symbol = symbols[rng.randrange(len(symbols))]
+        book = shadow.books[symbol]
+        pool = live[symbol]
+        # Forget ids the shadow book no longer holds (filled or cancelled).
+        while pool and pool[-1] not in shadow.orders:
+            pool.pop()
+        r = rng.random()
+        if r >= 0.55 and r < 0.95 and not pool:
+            r = 0.0  # nothing to cancel or amend yet: add instead
+        if r < 0.55:
+            side = BUY if rng.random() < 0.5 else SELL
+            bid, ask = book.best_bid(), book.best_ask()
+            offset = int(rng.expovariate(0.25))
+            if side == BUY:
+                ref = bid if bid is not None else (ask - 1 if ask is not None else mid_ticks - 1)
+                price = ref - offset
+                if ask is not None and bid is not None and ask - bid > 1 and rng.random() < 0.3:
+                    price = bid + 1  # improve the open spread
+                if ask is not None and price >= ask:
+                    price = ask - 1
+            else:
+                ref = ask if ask is not None else (bid + 1 if bid is not None else mid_ticks + 1)
+                price = ref + offset
+                if ask is not None and bid is not None and ask - bid > 1 and rng.random() < 0.3:
+                    price = ask - 1
+                if bid is not None and price <= bid:
+                    price = bid + 1
+            tif = POST_ONLY if rng.random() < 0.1 else GTC
+            qty = rng.randint(1, 100)
+            row = (ts, NEW, names[rng.randrange(accounts)], symbol, next_id, side, LIMIT, tif,
+                   price, qty, STP_CANCEL_TAKER)
+            pool.append(next_id)
+            # Keep a random order at the back of the pool so the pop-check above is fair.
+            j = rng.randrange(len(pool))
+            pool[j], pool[-1] = pool[-1], pool[j]
+            next_id += 1
+        elif r < 0.95:
+            oid, order = _take_live(rng, pool, shadow.orders, keep=r >= 0.90)
+            if order is None:
+                # A cancel of a finished order: venues see these too; the matcher rejects it.
+                row = (ts, CANCEL, names[rng.randrange(accounts)], symbol, oid, BUY, LIMIT, GTC,
+                       None, None, STP_CANCEL_TAKER)
+            elif r < 0.90:
+                row = (ts, CANCEL, order.account, symbol, oid, order.side, LIMIT, GTC, None,
+                       None, STP_CANCEL_TAKER)
+            else:
+                kind = rng.random()
+                new_price: int | None = None
+                new_qty: int | None = None
+                if kind < 0.5:
+                    new_qty = max(1, order.qty - rng.randint(1, 20))
+                elif kind < 0.75:
+                    new_qty = order.qty + rng.randint(1, 20)
+                else:
+                    step = rng.randint(1, 3)
+                    new_price = order.price - step if order.side == BUY else order.price + step
+                row = (ts, AMEND, order.account, symbol, oid, order.side, LIMIT, GTC, new_price,
+                       new_qty, STP_CANCEL_TAKER)
+        else:
+            side = BUY if rng.random() < 0.5 else SELL
+            scale = max(1, len(shadow.orders) * len(symbols) // target_live)
+            qty = rng.randint(1, 200) * scale
+            if rng.random() < 0.5:
+                row = (ts, NEW, names[rng.randrange(accounts)], symbol, next_id, side, MARKET,
+                       IOC, None, qty, STP_CANCEL_TAKER)
+            else:
+                touch = book.best_ask() if side == BUY else book.best_bid()
+                if touch is None:
+                    touch = mid_ticks
+                through = rng.randint(0, 5)
+                price = touch + through if side == BUY else max(1, touch - through)
+                row = (ts, NEW, names[rng.randrange(accounts)], symbol, next_id, side, LIMIT,
+                       IOC, price, qty, STP_CANCEL_TAKER)
+            next_id += 1
+        cols.append(*row)
+        shadow.apply_columns(*([v] for v in (row[0],) + row[1:]))
+        shadow.out.clear()
+    return cols
+
+
+def _take_live(rng: random.Random, pool: list[int], live: dict, *, keep: bool) -> tuple[int, object]:
+    """Pick a random id from `pool` whose order is still live (up to 4 tries; dead ids seen
+    on the way leave the pool). The picked id leaves the pool too unless `keep`. Returns the
+    id and its order, or the last dead id and None."""
+    oid = pool[-1]
+    for _ in range(4):
+        j = rng.randrange(len(pool))
+        oid = pool[j]
+        order = live.get(oid)
+        if order is None or not keep:
+            pool[j] = pool[-1]
+            pool.pop()
+        if order is not None or not pool:
+            return oid, order
+    return oid, None
+
+
+def adversarial_stream(
+    n: int, *, seed: int = 1, symbol: str = "BTCUSDT", depth_levels: int = 2_000,
+    orders_per_level: int = 5, mid_ticks: int = 300_000,
+) -> OrderColumns:
+    """`n` instructions that stress the book: build a deep side (`depth_levels` levels of
+    `orders_per_level` small orders each), then sweep all of it with one market order that
+    walks every level, and repeat on alternating sides."""
+    rng = random.Random(seed)
+    cols = OrderColumns()
+    ts = START_NS
+    next_id = 1
+    side = SELL
+    while len(cols) < n:
+        total = 0
+        for lvl in range(depth_levels):
+            price = mid_ticks + 1 + lvl if side == SELL else mid_ticks - 1 - lvl
+            for _ in range(orders_per_level):
+                if len(cols) >= n - 1:
+                    break
+                ts += 1_000
+                qty = rng.randint(1, 10)
+                total += qty
+                cols.append(ts, NEW, f"maker{rng.randrange(50):03d}", symbol, next_id, side,
+                            LIMIT, GTC, price, qty, STP_CANCEL_TAKER)
+                next_id += 1
+        ts += 1_000
+        cols.append(ts, NEW, "sweeper", symbol, next_id, BUY if side == SELL else SELL, MARKET,
+                    IOC, None, total, STP_CANCEL_TAKER)
+        next_id += 1
+        side = BUY if side == SELL else SELL
+    return cols

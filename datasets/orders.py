@@ -1,0 +1,177 @@
+"""The `orders` table: write it, check it, and stream it to the matcher in batches.
+
+Checks here are the ones the matcher needs (full validation of every table is
+`backtest validate`, a later issue): the columns exist with usable types; no nulls where
+an instruction needs a value; enum values known; `ts` never goes backwards; `seq` unique;
+a `new` order_id used once. Every check is one vectorised polars query; all faults of the
+file are reported (up to MAX_FAULTS), each with file, 1-based row and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datasets.order_streams import OrderColumns
+from matching.errors import InputError
+from matching.types import ACTION_NAMES, SIDE_NAMES, STP_NAMES, TIF_NAMES, TYPE_NAMES
+
+MAX_FAULTS = 50
+BATCH_ROWS = 65_536
+
+INT_COLUMNS = ("ts", "seq", "order_id", "price", "qty")
+STR_COLUMNS = ("account", "symbol", "action", "side", "type", "tif", "stp")
+REQUIRED = ("ts", "seq", "account", "symbol", "action", "order_id", "side", "type", "tif",
+            "price", "qty", "reduce_only")
+OPTIONAL = ("stp",)
+ENUMS = {"action": ACTION_NAMES, "side": SIDE_NAMES, "type": TYPE_NAMES, "tif": TIF_NAMES,
+         "stp": STP_NAMES}
+
+ORDERS_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("account", pa.dictionary(pa.int32(), pa.string())),
+    ("symbol", pa.dictionary(pa.int32(), pa.string())), ("action", pa.dictionary(pa.int8(), pa.string())),
+    ("order_id", pa.int64()), ("side", pa.dictionary(pa.int8(), pa.string())),
+    ("type", pa.dictionary(pa.int8(), pa.string())), ("tif", pa.dictionary(pa.int8(), pa.string())),
+    ("price", pa.int64()), ("qty", pa.int64()), ("reduce_only", pa.bool_()),
+    ("stp", pa.dictionary(pa.int8(), pa.string())),
+])
+
+
+def write_orders(cols: OrderColumns, path: Path) -> None:
+    """Write generated instructions (matching.types codes) as an `orders` Parquet file."""
+    frame = pl.DataFrame(
+        {
+            "ts": pl.Series(cols.ts, dtype=pl.Int64),
+            "seq": pl.Series(cols.seq, dtype=pl.Int64),
+            "account": cols.account,
+            "symbol": cols.symbol,
+            "action": pl.Series(cols.action, dtype=pl.Int8),
+            "order_id": pl.Series(cols.order_id, dtype=pl.Int64),
+            "side": pl.Series(cols.side, dtype=pl.Int8),
+            "type": pl.Series(cols.order_type, dtype=pl.Int8),
+            "tif": pl.Series(cols.tif, dtype=pl.Int8),
+            "price": pl.Series(cols.price, dtype=pl.Int64),
+            "qty": pl.Series(cols.qty, dtype=pl.Int64),
+            "reduce_only": pl.Series(cols.reduce_only, dtype=pl.Boolean),
+            "stp": pl.Series(cols.stp, dtype=pl.Int8),
+        }
+    )
+    is_new = pl.col("action") == "new"
+    frame = frame.with_columns(
+        *(pl.col(c).replace_strict(list(range(len(names))), list(names), return_dtype=pl.String)
+          for c, names in ENUMS.items()),
+    ).with_columns(
+        # Cancels carry no order fields; amends carry only price/qty.
+        *(pl.when(is_new).then(pl.col(c)).otherwise(None).alias(c) for c in ("side", "type", "tif", "stp")),
+    )
+    table = frame.to_arrow().cast(ORDERS_SCHEMA)
+    pq.write_table(table, path, compression="zstd", row_group_size=BATCH_ROWS)
+
+
+def _fault_rows(lf: pl.LazyFrame, bad: pl.Expr, column: str, message: str, path: Path,
+                faults: list[str]) -> None:
+    room = MAX_FAULTS - len(faults)
+    if room <= 0:
+        return
+    hits = lf.filter(bad).select("row", column).head(room).collect()
+    for row, value in hits.iter_rows():
+        faults.append(f"row {row}, column {column}: {message} (value: {value!r})")
+
+
+def check_orders(path: Path) -> int:
+    """Check an `orders` file; return its row count or raise InputError with every fault."""
+    if not path.is_file():
+        raise InputError(str(path), ["file not found"])
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(str(path), [f"not a readable Parquet file: {exc}"]) from None
+    faults: list[str] = []
+    names = set(schema.names)
+    for col in REQUIRED:
+        if col not in names:
+            faults.append(f"column {col}: missing (required columns: {', '.join(REQUIRED)})")
+    for col in schema.names:
+        if col not in REQUIRED and col not in OPTIONAL:
+            faults.append(f"column {col}: unknown column (allowed: {', '.join(REQUIRED + OPTIONAL)})")
+    for field in schema:
+        t = field.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if field.name in INT_COLUMNS and not pa.types.is_integer(t) and not pa.types.is_null(t):
+            faults.append(f"column {field.name}: type {field.type} where an integer is required")
+        if field.name in STR_COLUMNS and not (pa.types.is_string(t) or pa.types.is_large_string(t)
+                                              or pa.types.is_null(t)):
+            faults.append(f"column {field.name}: type {field.type} where a string is required")
+        if field.name == "reduce_only" and not pa.types.is_boolean(t):
+            faults.append(f"column reduce_only: type {field.type} where a boolean is required")
+    if faults:
+        raise InputError(str(path), faults)
+
+    lf = pl.scan_parquet(path).with_row_index("row", offset=1)
+    if "stp" not in names:
+        lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias("stp"))
+    lf = lf.with_columns(pl.col(c).cast(pl.String) for c in STR_COLUMNS)
+    is_new = pl.col("action") == "new"
+    for col in ("ts", "seq", "account", "symbol", "action", "order_id"):
+        _fault_rows(lf, pl.col(col).is_null(), col, "null where a value is required", path, faults)
+    for col in ("side", "type", "tif", "qty"):
+        _fault_rows(lf, is_new & pl.col(col).is_null(), col, "null in a `new` instruction", path, faults)
+    for col, allowed in ENUMS.items():
+        _fault_rows(lf, pl.col(col).is_not_null() & ~pl.col(col).is_in(list(allowed)), col,
+                    f"unknown value; one of {', '.join(allowed)}", path, faults)
+    _fault_rows(lf, (pl.col("action") == "amend") & pl.col("price").is_null() & pl.col("qty").is_null(),
+                "qty", "an amend needs a new qty or a new price", path, faults)
+    _fault_rows(lf, pl.col("ts") < pl.col("ts").shift(1), "ts",
+                "goes backwards (orders must be sorted by ts, then seq)", path, faults)
+    _fault_rows(lf, pl.col("seq").is_duplicated(), "seq", "duplicate seq", path, faults)
+    _fault_rows(lf, is_new & pl.col("order_id").is_duplicated().over(is_new), "order_id",
+                "order_id of a `new` used more than once", path, faults)
+    if faults:
+        raise InputError(str(path), faults)
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+
+
+def _codes(col: pl.Series, names: tuple[str, ...], null_code: int | None = None) -> list:
+    values = col.cast(pl.String).replace_strict(list(names), list(range(len(names))),
+                                                default=None, return_dtype=pl.Int8)
+    if null_code is not None:
+        values = values.fill_null(null_code)
+    return values.to_list()
+
+
+def iter_order_batches(path: Path, *, default_stp: int, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[list, ...]]:
+    """Yield the checked file as `Matcher.apply_columns` arguments, `batch_rows` at a time,
+    so memory holds one batch of instructions, not the day (assumes check_orders ran)."""
+    reader = pq.ParquetFile(path)
+    # One str object per distinct account/symbol, so the matcher's equality checks take
+    # the identity fast path.
+    interned: dict[str, str] = {}
+    intern = interned.setdefault
+    for batch in reader.iter_batches(batch_size=batch_rows):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        stp = frame["stp"] if "stp" in frame.columns else pl.Series([None] * frame.height, dtype=pl.String)
+        # Cancels and amends carry no side/type/tif: any code will do (the matcher ignores them).
+        yield (
+            frame["ts"].to_list(),
+            _codes(frame["action"], ACTION_NAMES),
+            [intern(a, a) for a in frame["account"].cast(pl.String).to_list()],
+            [intern(s, s) for s in frame["symbol"].cast(pl.String).to_list()],
+            frame["order_id"].to_list(),
+            _codes(frame["side"], SIDE_NAMES, 0),
+            _codes(frame["type"], TYPE_NAMES, 0),
+            _codes(frame["tif"], TIF_NAMES, 0),
+            frame["price"].to_list(),
+            frame["qty"].to_list(),
+            _codes(stp, STP_NAMES, default_stp),
+        )
+
+
+def load_orders(path: Path, *, default_stp: int) -> list[tuple[list, ...]]:
+    """The whole checked file as a list of batches (for benchmarks: load, then time)."""
+    return list(iter_order_batches(path, default_stp=default_stp))
