@@ -17,6 +17,9 @@ cdef class Order:
     cdef public Book book
     cdef public Level level
 
+cpdef Order make_order(object order_id, str account, int side, object price, long long qty,
+                       int stp, bint post_only, Book book)
+
 @cython.final
 cdef class Level:
     cdef public object price

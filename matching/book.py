@@ -53,6 +53,25 @@ class Order:
         self.level: Level | None = None  # the level it rests in; None once off the book
 
 
+def make_order(
+    order_id: int, account: str, side: int, price: int, qty: int, stp: int, post_only: bool,
+    book: Book,
+) -> Order:
+    """A new Order, not yet on a book. Same as `Order(...)`; compiled, it skips the
+    argument parsing of `__init__` (measured: about a fifth of an add's cost)."""
+    order = Order.__new__(Order)
+    order.order_id = order_id
+    order.account = account
+    order.side = side
+    order.price = price
+    order.qty = qty
+    order.stp = stp
+    order.post_only = post_only
+    order.book = book
+    order.level = None
+    return order
+
+
 class Level:
     """All resting orders at one price on one side, oldest first."""
 

@@ -1,7 +1,7 @@
 # Compile-time types for matching/engine.py (Cython "augmenting .pxd"). The .py file stays
 # the readable reference and runs unchanged without this file; keep the two in step.
 cimport cython
-from matching.book cimport Book, Level, Order
+from matching.book cimport Book, Level, Order, make_order
 
 # The vocabulary of matching/types.py as C globals: the .py imports bind them once at
 # module load, so the hot loop compares C ints instead of looking up module globals.

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from matching.book import Book, Level, Order
+from matching.book import Book, Level, Order, make_order
 from matching.types import (
     ACCEPTED,
     AMENDED,
@@ -286,7 +286,7 @@ class Matcher:
     ) -> None:
         """Put an accepted limit order's remainder on the book (assumes validation ran)."""
         assert price is not None
-        order = Order(order_id, account, side, price, qty, stp, post_only, book)
+        order = make_order(order_id, account, side, price, qty, stp, post_only, book)
         self.orders[order_id] = order
         book.add_order(order)
 
