@@ -17,6 +17,7 @@ cdef class Order:
     cdef public Book book
     cdef public Level level
 
+@cython.locals(order=Order)
 cpdef Order make_order(object order_id, str account, int side, object price, long long qty,
                        int stp, bint post_only, Book book)
 

@@ -29,7 +29,7 @@ cdef class Matcher:
     @cython.locals(order=Order, book=Book, level=Level, price_step=cython.long, qty_step=cython.long,
                    crosses=cython.bint, out=list, heap=list)
     cpdef amend(self, object ts, str account, str symbol, object order_id, object price, object qty)
-    @cython.locals(a=cython.int)
+    @cython.locals(a=cython.int, i=Py_ssize_t)
     cpdef apply_columns(self, list ts, list action, list account, list symbol, list order_id,
                         list side, list order_type, list tif, list price, list qty, list stp)
     @cython.locals(order=Order)

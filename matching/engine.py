@@ -268,15 +268,16 @@ class Matcher:
         stp: list[int],
     ) -> None:
         """Apply a batch of instructions given as columns (codes from matching.types)."""
-        for t, a, acct, sym, oid, sd, typ, tf, px, q, st in zip(
-            ts, action, account, symbol, order_id, side, order_type, tif, price, qty, stp
-        ):
+        # Indexing (not zip): compiled, each is a direct list slot read.
+        for i in range(len(ts)):
+            a = action[i]
             if a == NEW:
-                self.new_order(t, acct, sym, oid, sd, typ, tf, px, q, st)  # type: ignore[arg-type]
+                self.new_order(ts[i], account[i], symbol[i], order_id[i], side[i], order_type[i],
+                               tif[i], price[i], qty[i], stp[i])  # type: ignore[arg-type]
             elif a == CANCEL:
-                self.cancel(t, acct, sym, oid)
+                self.cancel(ts[i], account[i], symbol[i], order_id[i])
             else:
-                self.amend(t, acct, sym, oid, px, q)
+                self.amend(ts[i], account[i], symbol[i], order_id[i], price[i], qty[i])
 
     # ------------------------------------------------------------------ internals
 
@@ -334,6 +335,7 @@ class Matcher:
                     if stp != STP_CANCEL_TAKER:  # cancel_maker or cancel_both
                         done.append(maker_id)
                         level.qty -= maker.qty
+                        maker.level = None
                         out.append((CANCELLED, ts, maker_account, symbol, maker_id, R_SELF_TRADE, 0))
                     if stp != STP_CANCEL_MAKER:  # cancel_taker or cancel_both
                         out.append((CANCELLED, ts, account, symbol, order_id, R_SELF_TRADE, 0))
@@ -350,13 +352,14 @@ class Matcher:
                             maker_account, remaining, maker_qty))
                 if not maker_qty:
                     done.append(maker_id)
+                    maker.level = None
                 if not remaining:
                     break
             if done:
                 orders = level.orders
                 for maker_id in done:
                     del orders[maker_id]
-                    index.pop(maker_id).level = None
+                    del index[maker_id]
                 done.clear()
                 if not orders:
                     book.remove_level(maker_side, price)
