@@ -73,13 +73,18 @@ def run_match(
 
 def _event_counts(folder: Path) -> dict:
     """Counts by event and by reason, and traded quantity, from the written tables."""
-    events = pl.read_parquet(folder / "order_events.parquet", columns=["event", "reason"])
-    by_event = events.group_by("event").len().sort("event")
-    by_reason = events.drop_nulls("reason").group_by("event", "reason").len().sort("event", "reason")
-    fills = pl.read_parquet(folder / "fills.parquet", columns=["qty", "notional"])
+    events = pl.scan_parquet(folder / "order_events.parquet").select(
+        pl.col("event").cast(pl.String), pl.col("reason").cast(pl.String))
+    by_event = events.group_by("event").len().sort("event").collect(engine="streaming")
+    by_reason = (events.drop_nulls("reason").group_by("event", "reason").len()
+                 .sort("event", "reason").collect(engine="streaming"))
+    fills = (pl.scan_parquet(folder / "fills.parquet")
+             .select(pl.col("qty").sum(), pl.col("notional").cast(pl.Int128).sum())
+             .collect(engine="streaming"))
+    qty, notional = fills.row(0)
     return {
         "events": {str(e): int(n) for e, n in by_event.iter_rows()},
         "reasons": {f"{e}:{r}": int(n) for e, r, n in by_reason.iter_rows()},
-        "fill_qty_lots": int(fills["qty"].sum() or 0),
-        "fill_notional_minor": int(fills["notional"].sum() or 0),
+        "fill_qty_lots": int(qty or 0),
+        "fill_notional_minor": int(notional or 0),
     }
