@@ -133,11 +133,14 @@ def _cmd_bench(cfg: Config) -> int:
     return EXIT_OK
 
 
-def _cmd_generate(cfg: Config) -> int:
+def _cmd_generate(cfg: Config, err: Console) -> int:
     from datasets.generate import write_order_dataset
 
     assert cfg.out is not None
-    write_order_dataset(cfg.out, kind=cfg.kind, n=cfg.n, seed=cfg.seed)
+    with _progress(err) as progress:
+        task = progress.add_task("generating", total=cfg.n, rate="")
+        write_order_dataset(cfg.out, kind=cfg.kind, n=cfg.n, seed=cfg.seed,
+                            progress=lambda done: progress.update(task, completed=done))
     print(f"wrote {cfg.n:,} {cfg.kind} instructions (seed {cfg.seed}) to {cfg.out}")
     return EXIT_OK
 
@@ -150,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_match(cfg, err)
         if cfg.command == "bench":
             return _cmd_bench(cfg)
-        return _cmd_generate(cfg)
+        return _cmd_generate(cfg, err)
     except InputError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         return EXIT_BAD_INPUT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from datasets.order_streams import START_NS, OrderColumns, adversarial_stream, realistic_stream
@@ -33,17 +34,20 @@ stp = "cancel_taker"
 """
 
 
-def make_stream(kind: str, n: int, seed: int) -> OrderColumns:
+def make_stream(kind: str, n: int, seed: int,
+                progress: Callable[[int], None] | None = None) -> OrderColumns:
     if kind == "realistic":
-        return realistic_stream(n, seed=seed)
+        return realistic_stream(n, seed=seed, progress=progress)
     if kind == "adversarial":
         return adversarial_stream(n, seed=seed)
     raise ValueError(f"unknown stream kind: {kind!r}; one of {', '.join(STREAM_KINDS)}")
 
 
-def write_order_dataset(out: Path, *, kind: str, n: int, seed: int) -> Path:
-    """Generate `n` instructions of `kind` with `seed` into dataset folder `out`."""
-    cols = make_stream(kind, n, seed)
+def write_order_dataset(out: Path, *, kind: str, n: int, seed: int,
+                        progress: Callable[[int], None] | None = None) -> Path:
+    """Generate `n` instructions of `kind` with `seed` into dataset folder `out`;
+    `progress(done)` is called as instructions are generated."""
+    cols = make_stream(kind, n, seed, progress)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{kind}-orders-{n}-seed{seed}"
     provenance = f"backtest generate orders --kind {kind} --n {n} --seed {seed}"

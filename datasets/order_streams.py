@@ -12,6 +12,7 @@ and amends name orders that are really live; it does not write that matcher's ou
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from matching import Matcher, SymbolRules
@@ -70,6 +71,7 @@ class OrderColumns:
 def realistic_stream(
     n: int, *, seed: int = 1, symbols: tuple[str, ...] = ("BTCUSDT",), accounts: int = 500,
     mid_ticks: int = 300_000, target_live: int = 5_000,
+    progress: Callable[[int], None] | None = None,
 ) -> OrderColumns:
     """`n` instructions of the realistic mix over `symbols`, from `accounts` accounts.
 
@@ -86,7 +88,9 @@ def realistic_stream(
     live: dict[str, list[int]] = {s: [] for s in symbols}  # ids that may still rest
     ts = START_NS
     next_id = 1
-    for _ in range(n):
+    for i in range(n):
+        if progress is not None and i % 65_536 == 0:
+            progress(i)
         ts += rng.randint(1_000, 200_000)
         symbol = symbols[rng.randrange(len(symbols))]
         book = shadow.books[symbol]
