@@ -1,0 +1,71 @@
+"""Mark-price margin: tiers, maintenance and initial margin (CLEARING.md section 3).
+
+A tier table is a list of (notional floor in minor units, MMR over 1e8, maintenance
+amount in minor units, max leverage), floors ascending from 0; the last tier is
+open-ended. Tables are checked at load: amount_i = amount_(i-1) + floor_i x
+(MMR_i - MMR_(i-1)) / 1e8 exactly, which keeps the requirement continuous at the bounds.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from clearing.money import SCALE, div_ceil
+
+
+class TierError(ValueError):
+    """A margin tier table that breaks a rule; the message names the tier."""
+
+
+@dataclass(frozen=True)
+class MarginTiers:
+    floors: tuple[int, ...]  # minor units, ascending, floors[0] == 0
+    mmr: tuple[int, ...]  # over SCALE
+    amounts: tuple[int, ...]  # minor units
+    max_leverage: tuple[int, ...]  # per tier, >= 1
+
+    @classmethod
+    def from_rows(cls, rows: list[list[int]], *, max_leverage: int | None = None) -> MarginTiers:
+        """Build from manifest rows [floor, mmr, amount] or [floor, mmr, amount, leverage];
+        `max_leverage` applies to rows without a fourth column. Raises TierError."""
+        if not rows:
+            raise TierError("no tiers: give at least [0, mmr, 0]")
+        floors, mmrs, amounts, levs = [], [], [], []
+        for i, row in enumerate(rows):
+            if len(row) not in (3, 4) or not all(isinstance(v, int) for v in row):
+                raise TierError(f"tier {i}: expected [floor, mmr, amount(, max_leverage)] of integers, got {row!r}")
+            lev = row[3] if len(row) == 4 else max_leverage
+            if lev is None or lev < 1:
+                raise TierError(f"tier {i}: max leverage missing or below 1")
+            floors.append(row[0])
+            mmrs.append(row[1])
+            amounts.append(row[2])
+            levs.append(lev)
+        if floors[0] != 0:
+            raise TierError(f"tier 0: floor must be 0, got {floors[0]}")
+        for i in range(1, len(rows)):
+            if floors[i] <= floors[i - 1]:
+                raise TierError(f"tier {i}: floors must ascend ({floors[i - 1]} then {floors[i]})")
+            step = floors[i] * (mmrs[i] - mmrs[i - 1])
+            if step % SCALE or amounts[i] != amounts[i - 1] + step // SCALE:
+                want = amounts[i - 1] + step / SCALE
+                raise TierError(f"tier {i}: maintenance amount {amounts[i]} breaks continuity; "
+                                f"amount_(i-1) + floor x (mmr_i - mmr_(i-1)) / 1e8 = {want}")
+        for i, m in enumerate(mmrs):
+            if not 0 <= m <= SCALE:
+                raise TierError(f"tier {i}: mmr {m} outside 0..1e8")
+        return cls(tuple(floors), tuple(mmrs), tuple(amounts), tuple(levs))
+
+    def tier(self, notional_minor: int) -> int:
+        """Index of the tier whose [floor, next floor) holds the notional. O(log tiers)."""
+        return bisect_right(self.floors, notional_minor) - 1
+
+    def maintenance(self, notional_minor: int) -> int:
+        """notional x MMR(tier) / 1e8 - amount(tier), rounded up (one position)."""
+        t = self.tier(notional_minor)
+        return div_ceil(notional_minor * self.mmr[t] - self.amounts[t] * SCALE, SCALE)
+
+    def initial(self, notional_minor: int) -> int:
+        """notional / max_leverage(tier), rounded up (one position or open order)."""
+        return div_ceil(notional_minor, self.max_leverage[self.tier(notional_minor)])

@@ -1,0 +1,59 @@
+"""All money formulas, in integers. Every division names its rounding.
+
+Units: prices in ticks, quantities in lots, money in the settlement asset's minor units,
+rates over SCALE (1e8: 0.05% is 50_000). K is the instrument's minor units per tick x lot.
+One rounding rule (CLEARING.md section 0): an amount a user pays rounds up, an amount a
+user receives rounds down; an exchange account on the other side pays or receives the
+user's rounded amount exactly.
+"""
+
+from __future__ import annotations
+
+SCALE = 100_000_000  # rates, fee rates, margin ratios, funding rates are integers over this
+
+
+def div_floor(a: int, b: int) -> int:
+    """a / b rounded toward minus infinity (b > 0).
+
+    >>> div_floor(7, 2), div_floor(-7, 2)
+    (3, -4)
+    """
+    return a // b
+
+
+def div_ceil(a: int, b: int) -> int:
+    """a / b rounded toward plus infinity (b > 0).
+
+    >>> div_ceil(7, 2), div_ceil(-7, 2)
+    (4, -3)
+    """
+    return -((-a) // b)
+
+
+def notional(price_ticks: int, qty_lots: int, k: int) -> int:
+    """price x |qty| x K: exact minor units of a book fill or a position at a price."""
+    return price_ticks * abs(qty_lots) * k
+
+
+def fee(notional_minor: int, rate: int) -> int:
+    """What a user pays for a fill: notional x rate / 1e8.
+
+    A charge (rate >= 0) rounds up; a rebate (rate < 0) is a credit, rounded down, and
+    comes back negative.
+
+    >>> fee(21_000_070_000, 50_000), fee(21_000_070_000, 12_345), fee(1_000, -20_000)
+    (10500035, 2592459, 0)
+    """
+    if rate >= 0:
+        return div_ceil(notional_minor * rate, SCALE)
+    return -div_floor(notional_minor * -rate, SCALE)
+
+
+def funding_amounts(qty_lots: int, mark_ticks: int, k: int, rate: int) -> tuple[int, int]:
+    """(paid, received) for one position's funding: |qty| x mark x K x |rate| / 1e8, the
+    payer's amount rounded up and the receiver's rounded down. Who pays follows the sign
+    of the rate (rate > 0: longs pay shorts); the caller books the difference to
+    `rounding`.
+    """
+    exact = notional(mark_ticks, qty_lots, k) * abs(rate)
+    return div_ceil(exact, SCALE), div_floor(exact, SCALE)
