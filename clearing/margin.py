@@ -69,3 +69,34 @@ class MarginTiers:
     def initial(self, notional_minor: int) -> int:
         """notional / max_leverage(tier), rounded up (one position or open order)."""
         return div_ceil(notional_minor, self.max_leverage[self.tier(notional_minor)])
+
+
+@dataclass(frozen=True)
+class AccountMargin:
+    """One single-asset cross account's figures at the marks, minor units."""
+
+    equity: int  # wallet balance + unrealised PnL of every position
+    maintenance: int  # sum of per-position maintenance margins
+    initial: int  # sum of per-position initial margins
+
+    @property
+    def liquidatable(self) -> bool:
+        """Equity at or below maintenance (equality liquidates; CLEARING.md section 3)."""
+        return self.equity <= self.maintenance
+
+
+def account_margin(wallet: int, positions: list[tuple[int, int, int, int, MarginTiers]]) -> AccountMargin:
+    """Figures for a single-asset cross account.
+
+    `positions` holds (qty signed lots, entry cost, mark ticks, K, tiers) per open
+    position. O(positions); the replay calls it only for accounts an event touched.
+    """
+    equity = wallet
+    maintenance = 0
+    initial = 0
+    for qty, cost, mark, k, tiers in positions:
+        at_mark = abs(qty) * mark * k
+        equity += at_mark - cost if qty > 0 else cost - at_mark
+        maintenance += tiers.maintenance(at_mark)
+        initial += tiers.initial(at_mark)
+    return AccountMargin(equity, maintenance, initial)

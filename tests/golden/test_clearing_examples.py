@@ -102,3 +102,16 @@ def test_example_6_funding_longs_pay_shorts():
 def test_example_7_funding_residue_goes_to_rounding():
     paid, received = funding_amounts(7, 300_001, K, 12_345)
     assert (paid, received, paid - received) == (2_592_459, 2_592_458, 1)
+
+
+@pytest.mark.parametrize(("mark", "liquidatable"), [
+    pytest.param(281_125, False, id="28,112.5: equity 168.75 above maintenance 168.675"),
+    pytest.param(281_124, True, id="28,112.4: equity 168.60 at or below maintenance 168.6744"),
+])
+def test_example_5_through_the_account_figures(mark, liquidatable):
+    from clearing.margin import account_margin
+
+    tiers = MarginTiers.from_rows(EXAMPLE_TIERS)
+    figures = account_margin(3_000 * USDT, [(1_500, 45_000 * USDT, mark, K, tiers)])
+    assert figures.liquidatable is liquidatable
+    assert figures.initial == -(-notional(mark, 1_500, K) // 125)
