@@ -9,6 +9,8 @@ user's rounded amount exactly.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 SCALE = 100_000_000  # rates, fee rates, margin ratios, funding rates are integers over this
 
 
@@ -49,11 +51,19 @@ def fee(notional_minor: int, rate: int) -> int:
     return -div_floor(notional_minor * -rate, SCALE)
 
 
-def funding_amounts(qty_lots: int, mark_ticks: int, k: int, rate: int) -> tuple[int, int]:
+def funding_amounts(qty_lots: int, mark_ticks: int, k: int, rate: int | Fraction) -> tuple[int, int]:
     """(paid, received) for one position's funding: |qty| x mark x K x |rate| / 1e8, the
-    payer's amount rounded up and the receiver's rounded down. Who pays follows the sign
-    of the rate (rate > 0: longs pay shorts); the caller books the difference to
+    payer's amount rounded up and the receiver's rounded down. `rate` is over 1e8, an int
+    or an exact Fraction (a rate from premium samples is never rounded). Who pays follows
+    the sign of the rate (rate > 0: longs pay shorts); the caller books the difference to
     `rounding`.
+
+    >>> funding_amounts(7, 300_001, 10_000, 12_345)
+    (2592459, 2592458)
+    >>> funding_amounts(7, 300_001, 10_000, Fraction(24_690, 2))
+    (2592459, 2592458)
     """
-    exact = notional(mark_ticks, qty_lots, k) * abs(rate)
-    return div_ceil(exact, SCALE), div_floor(exact, SCALE)
+    rate = Fraction(rate)
+    exact = notional(mark_ticks, qty_lots, k) * abs(rate.numerator)
+    per = rate.denominator * SCALE
+    return div_ceil(exact, per), div_floor(exact, per)

@@ -14,6 +14,7 @@ goes to `rounding` (one entry per funding time and symbol).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from clearing.ledger import Ledger
 from clearing.money import fee, funding_amounts, notional
@@ -75,7 +76,8 @@ class Clearing:
             del self.positions[key]
         return realised
 
-    def settle_funding(self, ts: int, symbol: str, mark: int, rate: int, reference: str) -> None:
+    def settle_funding(self, ts: int, symbol: str, mark: int, rate: int | Fraction,
+                       reference: str) -> None:
         """Every open position in `symbol` pays or receives funding (rate > 0: longs pay),
         accounts in id order, one `funding` entry each; then one `rounding` entry books the
         residue (sum paid, rounded up, minus sum received, rounded down; never negative

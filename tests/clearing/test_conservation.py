@@ -18,8 +18,9 @@ ACCOUNTS = ["a", "b", "c", "d"]
 fills = st.tuples(st.just("fill"), st.sampled_from(sorted(SYMBOLS)), st.integers(1, 10**7),
                   st.integers(1, 5_000), st.booleans(), st.sampled_from(ACCOUNTS),
                   st.sampled_from(ACCOUNTS))
-fundings = st.tuples(st.just("funding"), st.sampled_from(sorted(SYMBOLS)), st.integers(1, 10**7),
-                     st.integers(-300_000, 300_000))
+rates = st.one_of(st.integers(-300_000, 300_000),
+                  st.fractions(-300_000, 300_000, max_denominator=1_000))  # premium-sample rates
+fundings = st.tuples(st.just("funding"), st.sampled_from(sorted(SYMBOLS)), st.integers(1, 10**7), rates)
 transfers = st.tuples(st.just("transfer"), st.sampled_from(ACCOUNTS), st.sampled_from(["USDT", "USDC"]),
                       st.integers(-10**12, 10**12))
 events = st.lists(st.one_of(fills, fills, fundings, transfers), min_size=1, max_size=40)
