@@ -1,0 +1,68 @@
+"""Pre-trade checks a venue runs before an order reaches the matcher (CLEARING.md
+section 3). Pure: the caller passes the account's current figures; nothing is mutated.
+
+- A reduce-only order may only reduce: it is rejected `reduce_only_would_increase` when
+  the account has no position against it or its qty exceeds the position (it would flip).
+  Reduce-only orders are exempt from the margin check.
+- Any other order is rejected `insufficient_margin` when equity minus the order's taker fee
+  is below the total initial margin with the order included. An order's initial margin is
+  |qty| x price x K / max_leverage(tier of that notional), rounded up, where price is the
+  mark for a market order and max(mark, limit) for a limit order (the limit alone before
+  the symbol's first mark); a market order before any mark cannot be priced and is
+  rejected `no_mark_price`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clearing.margin import MarginTiers
+from clearing.money import fee
+
+R_INSUFFICIENT_MARGIN = "insufficient_margin"
+R_REDUCE_ONLY_WOULD_INCREASE = "reduce_only_would_increase"
+R_NO_MARK_PRICE = "no_mark_price"
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    qty_signed: int  # lots, buy > 0
+    limit: int | None  # ticks; None for a market order
+    reduce_only: bool
+
+
+def order_price(limit: int | None, mark: int | None) -> int | None:
+    """The price an order's initial margin is taken at (see the module doc)."""
+    if limit is None:
+        return mark
+    return limit if mark is None else max(mark, limit)
+
+
+def order_initial_margin(intent: OrderIntent, mark: int | None, k: int, tiers: MarginTiers) -> int | None:
+    """Initial margin of one open order, or None when it cannot be priced."""
+    price = order_price(intent.limit, mark)
+    if price is None:
+        return None
+    return tiers.initial(price * abs(intent.qty_signed) * k)
+
+
+def check_order(intent: OrderIntent, *, position_qty: int, equity: int, initial_in_use: int,
+                mark: int | None, k: int, tiers: MarginTiers, taker_rate: int) -> str | None:
+    """None if the order may go to the matcher, else the reject reason.
+
+    `initial_in_use` is the account's initial margin of positions and open orders before
+    this order; `equity` is wallet plus unrealised PnL at the marks.
+    """
+    if intent.reduce_only:
+        against = position_qty != 0 and (position_qty > 0) != (intent.qty_signed > 0)
+        if not against or abs(intent.qty_signed) > abs(position_qty):
+            return R_REDUCE_ONLY_WOULD_INCREASE
+        return None
+    price = order_price(intent.limit, mark)
+    if price is None:
+        return R_NO_MARK_PRICE
+    order_notional = price * abs(intent.qty_signed) * k
+    needed = initial_in_use + tiers.initial(order_notional)
+    if equity - fee(order_notional, taker_rate) < needed:
+        return R_INSUFFICIENT_MARGIN
+    return None
