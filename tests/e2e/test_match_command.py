@@ -14,7 +14,6 @@ from backtest import outputs
 from backtest.cli import main
 from datasets.order_streams import adversarial_stream, realistic_stream
 from tests.reference.naive import NaiveMatcher
-from tests.matching.helpers import RULES  # noqa: F401  (documents the rule shape used below)
 from matching import SymbolRules
 
 
@@ -109,14 +108,12 @@ def _good_table(tmp_path) -> pa.Table:
 
 
 def _dataset_with(tmp_path, table: pa.Table) -> Path:
-    src = Path(__file__).resolve().parents[2]
-    ds = tmp_path / "bad"
-    ds.mkdir()
     from datasets.generate import MANIFEST
 
+    ds = tmp_path / "bad"
+    ds.mkdir()
     (ds / "dataset.toml").write_text(MANIFEST.format(name="bad", start_ns=0, end_ns=1, provenance="test"))
     _write(ds / "orders.parquet", table)
-    assert src.is_dir()
     return ds
 
 

@@ -44,7 +44,8 @@ class OrderAccounting:
                 continue
             oid, remaining = row[4], row[6]
             if kind == "accepted":
-                assert oid not in self.open or self.open[oid] == 0 or False
+                # An id may be reused once its order is finished, never while it is open.
+                assert self.open.get(oid, 0) == 0, oid
                 self.orig[oid] = self.orig.get(oid, 0) + remaining
                 self.filled.setdefault(oid, 0)
                 self.closed.setdefault(oid, 0)
