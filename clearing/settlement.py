@@ -49,6 +49,28 @@ class Clearing:
     # (account, symbol) -> position; flat positions are removed.
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
 
+    # Per asset: signed entry cost of the positions loaded at the start (conservation term).
+    opening_cost: dict[str, int] = field(default_factory=dict)
+
+    def load_position(self, account: str, symbol: str, qty: int, entry_price: int) -> None:
+        """A position held when the replay starts: cost = entry price x |qty| x K.
+        Call `check_opening` once every position is loaded."""
+        if qty == 0:
+            return
+        spec = self.symbols[symbol]
+        key = (account, symbol)
+        if key in self.positions:
+            raise ValueError(f"position loaded twice: account={account}, symbol={symbol}")
+        pos = self.positions[key] = Position(qty, notional(entry_price, qty, spec.k))
+        self.opening_cost[spec.settle] = self.opening_cost.get(spec.settle, 0) + pos.signed_cost()
+
+    def check_opening(self) -> None:
+        """Loaded positions must net to zero per symbol (DESIGN.md's Conservation); raise
+        ValueError naming each symbol that does not."""
+        bad = [f"{s}: net {self.net_qty(s)} lots" for s in sorted(self.symbols) if self.net_qty(s)]
+        if bad:
+            raise ValueError("opening positions do not net to zero: " + "; ".join(bad))
+
     def settle_fill(self, ts: int, symbol: str, price: int, qty: int, taker_side_buy: bool,
                     taker: str, maker: str, reference: str) -> tuple[int, int]:
         """Clear one book fill; return (taker_fee, maker_fee) as paid (negative = rebate)."""
@@ -99,11 +121,12 @@ class Clearing:
         self.ledger.post(ts, ROUNDING, spec.settle, residue, "rounding", reference)
 
     def conservation_gap(self, asset: str) -> int:
-        """Sum of balances - sum of signed entry costs - (openings + deposits - withdrawals)
-        for `asset`; 0 whenever the books are right, after every event."""
+        """Sum of balances - sum of signed entry costs - (opening balances - opening signed
+        costs + deposits - withdrawals) for `asset`; 0 whenever the books are right."""
         costs = sum(p.signed_cost() for (_, s), p in self.positions.items()
                     if self.symbols[s].settle == asset)
-        return self.ledger.total(asset) - costs - self.ledger.external[asset]
+        opening = self.ledger.external[asset] - self.opening_cost.get(asset, 0)
+        return self.ledger.total(asset) - costs - opening
 
     def net_qty(self, symbol: str) -> int:
         return sum(p.qty for (_, s), p in self.positions.items() if s == symbol)

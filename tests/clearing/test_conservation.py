@@ -7,6 +7,7 @@ positions net to zero per symbol.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,13 @@ def test_money_and_quantity_are_conserved_after_every_event(events, tiers, data)
     for account in ACCOUNTS:
         clearing.fee_tier[account] = data.draw(st.integers(0, len(tiers) - 1))
         clearing.ledger.open_balance(account, "USDT", data.draw(st.integers(0, 10**13)))
+    # Opening positions: a long and an equal short per symbol, at different entry prices.
+    for symbol in sorted(SYMBOLS):
+        qty = data.draw(st.integers(0, 3_000))
+        long_acct, short_acct = data.draw(st.permutations(ACCOUNTS))[:2]
+        clearing.load_position(long_acct, symbol, qty, data.draw(st.integers(1, 10**7)))
+        clearing.load_position(short_acct, symbol, -qty, data.draw(st.integers(1, 10**7)))
+    clearing.check_opening()
     for i, event in enumerate(events):
         if event[0] == "fill":
             _, symbol, price, qty, buy, taker, maker = event
@@ -80,3 +88,11 @@ def test_funding_entries_and_the_rounding_residue():
     assert c.ledger.balance("long", "USDT") == -2_592_459
     assert c.ledger.balance("short", "USDT") == 2_592_458
     assert c.ledger.balance("rounding", "USDT") == 1
+
+
+def test_opening_positions_that_do_not_net_to_zero_are_refused():
+    c = Clearing({"BTCUSDT": SymbolSpec("USDT", 10_000)})
+    c.load_position("a", "BTCUSDT", 1_000, 300_000)
+    c.load_position("b", "BTCUSDT", -400, 300_000)
+    with pytest.raises(ValueError, match="BTCUSDT: net 600 lots"):
+        c.check_opening()
