@@ -72,8 +72,9 @@ def write_orders(cols: OrderColumns, path: Path) -> None:
     pq.write_table(table, path, compression="zstd", row_group_size=BATCH_ROWS)
 
 
-def _fault_rows(lf: pl.LazyFrame, bad: pl.Expr, column: str, message: str, path: Path,
+def _fault_rows(lf: pl.LazyFrame, bad: pl.Expr, column: str, message: str,
                 faults: list[str]) -> None:
+    """Add up to the remaining fault budget of rows where `bad` holds, naming row and column."""
     room = MAX_FAULTS - len(faults)
     if room <= 0:
         return
@@ -133,16 +134,16 @@ def check_orders(path: Path) -> int:
     lf = lf.with_columns(pl.col(c).cast(pl.String) for c in STR_COLUMNS)
     is_new = pl.col("action") == "new"
     for col in ("ts", "seq", "account", "symbol", "action", "order_id"):
-        _fault_rows(lf, pl.col(col).is_null(), col, "null where a value is required", path, faults)
+        _fault_rows(lf, pl.col(col).is_null(), col, "null where a value is required", faults)
     for col in ("side", "type", "tif", "qty"):
-        _fault_rows(lf, is_new & pl.col(col).is_null(), col, "null in a `new` instruction", path, faults)
+        _fault_rows(lf, is_new & pl.col(col).is_null(), col, "null in a `new` instruction", faults)
     for col, allowed in ENUMS.items():
         _fault_rows(lf, pl.col(col).is_not_null() & ~pl.col(col).is_in(list(allowed)), col,
-                    f"unknown value; one of {', '.join(allowed)}", path, faults)
+                    f"unknown value; one of {', '.join(allowed)}", faults)
     _fault_rows(lf, (pl.col("action") == "amend") & pl.col("price").is_null() & pl.col("qty").is_null(),
-                "qty", "an amend needs a new qty or a new price", path, faults)
+                "qty", "an amend needs a new qty or a new price", faults)
     _fault_rows(lf, pl.col("ts") < pl.col("ts").shift(1), "ts",
-                "goes backwards (orders must be sorted by ts, then seq)", path, faults)
+                "goes backwards (orders must be sorted by ts, then seq)", faults)
     _duplicate_rows(lf, "seq", "duplicate seq", faults)
     _duplicate_rows(lf.filter(is_new), "order_id", "order_id of a `new` used more than once", faults)
     if faults:
