@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from matching.errors import BacktestError, InputError
@@ -36,6 +37,8 @@ class Config:
     seed: int = 1
     rounds: int = 3
     json: bool = False
+    clearing: bool = False
+    accounts: int = 500
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +60,24 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument("--kind", choices=("realistic", "adversarial"), default="realistic")
     go.add_argument("--n", type=int, default=100_000, help="instructions (default 100000)")
     go.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    go.add_argument("--accounts", type=int, default=500, help="accounts placing orders (default 500)")
+    go.add_argument("--clearing", action="store_true",
+                    help="also write what `backtest run` clears with: accounts (all funded), "
+                         "positions (every account holds one), marks, funding, premium_index, "
+                         "transfers, and margin and fee rules in dataset.toml")
+
+    r = sub.add_parser("run", help="the replay with clearing: orders, marks, funding, transfers",
+                       formatter_class=fmt,
+                       description="Replay DATASET through pre-trade checks, the matcher and "
+                                   "clearing (fees, positions, realised PnL, funding, margin "
+                                   "calls) and write fills, order_events, ledger, funding, "
+                                   "margin_calls, transfer_events, book_final, accounts_final, "
+                                   "positions_final and summary.json (with the conservation "
+                                   "check) into RUN. RUN appears only when complete.",
+                       epilog="example:\n  backtest generate orders data/day --clearing --accounts 2000\n"
+                              "  backtest run data/day --out runs/day")
+    r.add_argument("dataset", type=Path, metavar="DATASET")
+    r.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
 
     m = sub.add_parser("match", help="the matcher alone over a dataset's orders", formatter_class=fmt,
                        description="Replay DATASET/orders.parquet through the matcher (no clearing) "
@@ -90,6 +111,8 @@ def _config(ns: argparse.Namespace) -> Config:
         seed=getattr(ns, "seed", 1),
         rounds=getattr(ns, "rounds", 3),
         json=getattr(ns, "json", False),
+        clearing=getattr(ns, "clearing", False),
+        accounts=getattr(ns, "accounts", 500),
     )
 
 
@@ -119,6 +142,27 @@ def _cmd_match(cfg: Config, err: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_run(cfg: Config, err: Console) -> int:
+    from backtest.run import run_replay
+
+    assert cfg.dataset is not None and cfg.out is not None
+    with _progress(err) as progress:
+        task = progress.add_task("replaying", total=None, rate="")
+
+        def tick(done: int, total: int) -> None:
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            progress.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} msg/s")
+
+        summary = run_replay(cfg.dataset, cfg.out, progress=tick)
+    print(f"replayed {summary['instructions']:,} instructions: {summary['fills']:,} fills, "
+          f"{summary['margin_calls']:,} margin calls")
+    for asset, figures in summary["conservation"].items():
+        state = "holds" if figures["gap_at_last_marks"] == figures["gap_entry_cost"] == 0 else "BROKEN"
+        print(f"conservation {asset}: {state} (gap {figures['gap_at_last_marks']} minor units)")
+    print(f"run folder: {cfg.out}")
+    return EXIT_OK
+
+
 def _cmd_bench(cfg: Config) -> int:
     from backtest.bench import run_bench
 
@@ -134,13 +178,18 @@ def _cmd_bench(cfg: Config) -> int:
 
 
 def _cmd_generate(cfg: Config, err: Console) -> int:
-    from datasets.generate import write_order_dataset
+    from datasets.generate import write_clearing_dataset, write_order_dataset
 
     assert cfg.out is not None
     with _progress(err) as progress:
         task = progress.add_task("generating", total=cfg.n, rate="")
-        write_order_dataset(cfg.out, kind=cfg.kind, n=cfg.n, seed=cfg.seed,
-                            progress=lambda done: progress.update(task, completed=done))
+        tick = lambda done: progress.update(task, completed=done)  # noqa: E731
+        if cfg.clearing:
+            if cfg.kind != "realistic":
+                raise InputError("--clearing", ["clearing tables come with the realistic stream only"])
+            write_clearing_dataset(cfg.out, n=cfg.n, seed=cfg.seed, accounts=cfg.accounts, progress=tick)
+        else:
+            write_order_dataset(cfg.out, kind=cfg.kind, n=cfg.n, seed=cfg.seed, progress=tick)
     print(f"wrote {cfg.n:,} {cfg.kind} instructions (seed {cfg.seed}) to {cfg.out}")
     return EXIT_OK
 
@@ -151,14 +200,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cfg.command == "match":
             return _cmd_match(cfg, err)
+        if cfg.command == "run":
+            return _cmd_run(cfg, err)
         if cfg.command == "bench":
             return _cmd_bench(cfg)
         return _cmd_generate(cfg, err)
     except InputError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except BacktestError as exc:
-        err.print(f"[red]run failed:[/red] {exc}", highlight=False)
+        err.print(f"[red]run failed:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("interrupted: no run folder was written", highlight=False)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from matching import Matcher
-from matching.types import BUY, FILL, FILLED, SELL, SIDE_NAMES
+from matching.types import BUY, EVENT_NAMES, FILL, FILLED, SELL, SIDE_NAMES
 
 INT64_MAX = 2**63 - 1
 
@@ -37,6 +37,32 @@ ORDER_EVENTS_SCHEMA = pa.schema([
     ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("symbol", _DICT),
     ("order_id", pa.int64()), ("event", _DICT), ("reason", _DICT), ("remaining_qty", pa.int64()),
 ])
+# Clearing's tables: one row per record (KIND, ts, *columns); the row is (ts, seq, *columns).
+LEDGER_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("asset", _DICT),
+    ("amount", pa.int64()), ("kind", _DICT), ("reference", pa.string()),
+])
+FUNDING_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("symbol", _DICT), ("account", _DICT),
+    ("qty", pa.int64()), ("mark_price", pa.int64()), ("rate_num", pa.int64()),
+    ("rate_den", pa.int64()), ("amount", pa.int64()), ("source", _DICT),
+])
+MARGIN_CALLS_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("asset", _DICT),
+    ("equity", pa.int64()), ("maintenance_margin", pa.int64()), ("initial_margin", pa.int64()),
+    ("trigger", _DICT),
+])
+TRANSFER_EVENTS_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("kind", _DICT),
+    ("asset", _DICT), ("amount", pa.int64()), ("status", _DICT), ("reason", _DICT),
+])
+# Record kind (first field) -> (table, schema).
+SIMPLE_TABLES = {
+    "ledger": ("ledger", LEDGER_SCHEMA),
+    "funding": ("funding", FUNDING_SCHEMA),
+    "margin_call": ("margin_calls", MARGIN_CALLS_SCHEMA),
+    "transfer": ("transfer_events", TRANSFER_EVENTS_SCHEMA),
+}
 BOOK_SCHEMA = pa.schema([
     ("symbol", pa.string()), ("side", pa.string()), ("price", pa.int64()), ("qty", pa.int64()),
     ("order_count", pa.int64()),
@@ -74,48 +100,74 @@ def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
 
 
 class MatchOutputWriter:
-    """Streams the matcher's records into `fills.parquet` and `order_events.parquet`."""
+    """Streams records into `fills.parquet` and `order_events.parquet`, and with
+    `clearing=True` the clearing tables of SIMPLE_TABLES too (every file is written, empty
+    when nothing happened, so a run folder always has the same tables)."""
 
-    def __init__(self, folder: Path, notional_factor: dict[str, int]) -> None:
+    def __init__(self, folder: Path, notional_factor: dict[str, int], *, clearing: bool = False) -> None:
         self.folder = folder
         self.notional_factor = notional_factor  # symbol -> K, minor units per tick x lot
         self.seq = 0  # last output sequence number used
         self.fill_rows = 0
         self.event_rows = 0
+        self.rows: dict[str, int] = {}  # clearing table -> rows written
         self._fills = _writer(folder / "fills.parquet", FILLS_SCHEMA)
         self._events = _writer(folder / "order_events.parquet", ORDER_EVENTS_SCHEMA)
+        self._simple: dict[str, pq.ParquetWriter] = {}
+        if clearing:
+            for kind, (table, schema) in SIMPLE_TABLES.items():
+                self._simple[kind] = _writer(folder / f"{table}.parquet", schema)
+                self.rows[table] = 0
 
     def write_records(self, records: list[tuple]) -> None:
-        """Append one drained batch of matcher records (then the caller clears it).
+        """Append one drained batch of records (then the caller clears it).
 
         Columnar: a record's first sequence number is the running sum of record widths (a
         fill is three rows, anything else one); columns are transposed in C (zip(*...)),
         the fills' two `filled` events are added as columns, and the events are put in
-        sequence order with one Arrow sort. Same rows as `matching.records.expand`.
+        sequence order with one Arrow sort. Same rows as `matching.records.expand`. A fill
+        record cleared by the replay carries three more fields: taker fee, maker fee, kind.
         """
         if not records:
             return
-        is_fill = [r[0] == FILL for r in records]
+        kinds = [r[0] for r in records]
+        is_fill = [k == FILL for k in kinds]
         starts = list(accumulate((3 if f else 1 for f in is_fill), initial=self.seq + 1))
         self.seq = starts.pop() - 1
         fill_recs = list(compress(records, is_fill))
         fill_seq = list(compress(starts, is_fill))
-        is_event = [not f for f in is_fill]
+        present = set(kinds)
+        for kind in sorted(present & self._simple.keys()):
+            self._write_simple(kind, records, kinds, starts)
+        if present <= {FILL, *EVENT_NAMES}:
+            is_event = [not f for f in is_fill]
+        else:
+            names = set(EVENT_NAMES)
+            is_event = [k in names for k in kinds]
+            unknown = present - names - {FILL} - self._simple.keys()
+            if unknown:
+                raise ValueError(f"records of unknown kind: {sorted(unknown)}")
         ev_cols = [list(c) for c in zip(*compress(records, is_event))] or [[] for _ in range(7)]
         ev_seq = list(compress(starts, is_event))
         event, ts, account, symbol, order_id, reason, remaining = ev_cols
         if fill_recs:
+            cleared = len(fill_recs[0]) == 15
+            columns = [list(c) for c in zip(*fill_recs)]
             (_, f_ts, f_sym, price, qty, side, taker_id, maker_id, taker, maker, t_left,
-             m_left) = (list(c) for c in zip(*fill_recs))
+             m_left) = columns[:12]
             factor = self.notional_factor
             notional = [p * q * factor[s] for p, q, s in zip(price, qty, f_sym)]
             if max(notional) > INT64_MAX:
                 raise OverflowError(f"fill notional beyond int64: max={max(notional)}")
             n = len(fill_recs)
-            zeros = [0] * n
+            if cleared:
+                taker_fee, maker_fee, fill_kind = columns[12:]
+            else:
+                taker_fee = maker_fee = [0] * n
+                fill_kind = ["trade"] * n
             fills = pa.table(
                 [f_ts, fill_seq, f_sym, price, qty, notional, [SIDE_NAMES[x] for x in side],
-                 taker_id, maker_id, taker, maker, zeros, zeros, ["trade"] * n],
+                 taker_id, maker_id, taker, maker, taker_fee, maker_fee, fill_kind],
                 schema=_plain(FILLS_SCHEMA))
             self._fills.write_table(fills.cast(FILLS_SCHEMA))
             self.fill_rows += n
@@ -135,9 +187,20 @@ class MatchOutputWriter:
         self._events.write_table(events.cast(ORDER_EVENTS_SCHEMA))
         self.event_rows += events.num_rows
 
+    def _write_simple(self, kind: str, records: list[tuple], kinds: list[str], starts: list[int]) -> None:
+        table_name, schema = SIMPLE_TABLES[kind]
+        sel = [k == kind for k in kinds]
+        cols = [list(c) for c in zip(*compress(records, sel))]
+        seqs = list(compress(starts, sel))
+        table = pa.table([cols[1], seqs, *cols[2:]], schema=_plain(schema))
+        self._simple[kind].write_table(table.cast(schema))
+        self.rows[table_name] += table.num_rows
+
     def close(self) -> None:
         self._fills.close()
         self._events.close()
+        for writer in self._simple.values():
+            writer.close()
 
 
 def write_book_final(matcher: Matcher, path: Path) -> int:

@@ -16,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from clearing.ledger import Ledger
+from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
+from clearing.margin import AccountMargin, MarginTiers
 from clearing.money import fee, funding_amounts, notional
 from clearing.positions import Position, apply_fill
 
 FEES = "fees"
 ROUNDING = "rounding"
+FUNDING = "funding"  # first field of a funding payment record
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,37 @@ class FeeSchedule:
 class SymbolSpec:
     settle: str  # settlement asset
     k: int  # minor units per tick x lot
+    tiers: MarginTiers | None = None  # margin tiers; None: no margin figures for the symbol
 
 
 @dataclass
 class Clearing:
+    """Positions, balances and marks of every account; settles fills and funding.
+
+    Records (ledger entries and funding payments) go to `out` (the ledger's list), in
+    posting order; the run's writer numbers them with the matcher's records.
+    """
+
     symbols: dict[str, SymbolSpec]
     fee_schedule: FeeSchedule = field(default_factory=FeeSchedule)
     ledger: Ledger = field(default_factory=Ledger)
     fee_tier: dict[str, int] = field(default_factory=dict)  # account -> tier (default 0)
-    # (account, symbol) -> position; flat positions are removed.
-    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-
+    # account -> symbol -> position, and the same objects as symbol -> account -> position;
+    # flat positions are removed from both.
+    positions: dict[str, dict[str, Position]] = field(default_factory=dict)
+    holders: dict[str, dict[str, Position]] = field(default_factory=dict)
+    marks: dict[str, int] = field(default_factory=dict)  # symbol -> latest mark, ticks
     # Per asset: signed entry cost of the positions loaded at the start (conservation term).
     opening_cost: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for symbol in self.symbols:
+            self.holders.setdefault(symbol, {})
+        self.out = self.ledger.out
+
+    def position(self, account: str, symbol: str) -> Position | None:
+        held = self.positions.get(account)
+        return None if held is None else held.get(symbol)
 
     def load_position(self, account: str, symbol: str, qty: int, entry_price: int) -> None:
         """A position held when the replay starts: cost = entry price x |qty| x K.
@@ -58,10 +78,10 @@ class Clearing:
         if qty == 0:
             return
         spec = self.symbols[symbol]
-        key = (account, symbol)
-        if key in self.positions:
+        if self.position(account, symbol) is not None:
             raise ValueError(f"position loaded twice: account={account}, symbol={symbol}")
-        pos = self.positions[key] = Position(qty, notional(entry_price, qty, spec.k))
+        pos = self._open(account, symbol)
+        pos.qty, pos.cost = qty, notional(entry_price, qty, spec.k)
         self.opening_cost[spec.settle] = self.opening_cost.get(spec.settle, 0) + pos.signed_cost()
 
     def check_opening(self) -> None:
@@ -75,58 +95,117 @@ class Clearing:
                     taker: str, maker: str, reference: str) -> tuple[int, int]:
         """Clear one book fill; return (taker_fee, maker_fee) as paid (negative = rebate)."""
         spec = self.symbols[symbol]
-        n = notional(price, qty, spec.k)
-        maker_rate = self.fee_schedule.rates(self.fee_tier.get(maker, 0))[0]
-        taker_rate = self.fee_schedule.rates(self.fee_tier.get(taker, 0))[1]
+        n = price * qty * spec.k
+        schedule = self.fee_schedule.tiers
+        maker_rate = schedule[self.fee_tier.get(maker, 0)][0]
+        taker_rate = schedule[self.fee_tier.get(taker, 0)][1]
         taker_fee = fee(n, taker_rate)
         maker_fee = fee(n, maker_rate)
         signed = qty if taker_side_buy else -qty
+        post = self.ledger.post
+        settle = spec.settle
         for account, lots, paid in ((taker, signed, taker_fee), (maker, -signed, maker_fee)):
             realised = self._apply(account, symbol, lots, n)
-            self.ledger.post(ts, account, spec.settle, realised, "realised_pnl", reference)
+            if realised:
+                post(ts, account, settle, realised, "realised_pnl", reference)
             if paid:
-                self.ledger.transfer(ts, account, FEES, spec.settle, paid, "fee", reference)
+                post(ts, account, settle, -paid, "fee", reference)
+                post(ts, FEES, settle, paid, "fee", reference)
         return taker_fee, maker_fee
 
+    def _open(self, account: str, symbol: str) -> Position:
+        pos = Position()
+        held = self.positions.get(account)
+        if held is None:
+            held = self.positions[account] = {}
+        held[symbol] = pos
+        self.holders[symbol][account] = pos
+        return pos
+
     def _apply(self, account: str, symbol: str, lots: int, n: int) -> int:
-        key = (account, symbol)
-        pos = self.positions.get(key)
+        held = self.positions.get(account)
+        pos = None if held is None else held.get(symbol)
         if pos is None:
-            pos = self.positions[key] = Position()
+            pos = self._open(account, symbol)
         realised = apply_fill(pos, lots, n)
         if pos.qty == 0:
-            del self.positions[key]
+            del self.holders[symbol][account]
+            held = self.positions[account]
+            del held[symbol]
+            if not held:
+                del self.positions[account]
         return realised
 
     def settle_funding(self, ts: int, symbol: str, mark: int, rate: int | Fraction,
-                       reference: str) -> None:
+                       reference: str, source: str = "table") -> list[str]:
         """Every open position in `symbol` pays or receives funding (rate > 0: longs pay),
-        accounts in id order, one `funding` entry each; then one `rounding` entry books the
-        residue (sum paid, rounded up, minus sum received, rounded down; never negative
-        because positions net to zero)."""
-        if rate == 0:
-            return
+        accounts in id order: a funding record and a `funding` ledger entry each; then
+        `rounding` gets the residue (sum paid, rounded up, minus sum received, rounded down;
+        never negative because positions net to zero) as one more pair. Returns the
+        accounts that paid or received, in id order.
+
+        A funding record is (FUNDING, ts, symbol, account, qty, mark, rate numerator, rate
+        denominator (the rate over 1e8 as an exact fraction), signed amount, source)."""
         spec = self.symbols[symbol]
+        rate = Fraction(rate)
+        if rate == 0:
+            return []
+        out = self.out
         residue = 0
-        for (account, sym), pos in sorted(self.positions.items()):
-            if sym != symbol:
-                continue
+        num, den = rate.numerator, rate.denominator
+        touched = sorted(self.holders[symbol])
+        if not touched:
+            return []
+        for account in touched:
+            pos = self.holders[symbol][account]
             paid, received = funding_amounts(pos.qty, mark, spec.k, rate)
-            if (pos.qty > 0) == (rate > 0):
-                self.ledger.post(ts, account, spec.settle, -paid, "funding", reference)
-                residue += paid
-            else:
-                self.ledger.post(ts, account, spec.settle, received, "funding", reference)
-                residue -= received
+            amount = -paid if (pos.qty > 0) == (rate > 0) else received
+            residue -= amount
+            out.append((FUNDING, ts, symbol, account, pos.qty, mark, num, den, amount, source))
+            self.ledger.post(ts, account, spec.settle, amount, "funding", reference)
+        out.append((FUNDING, ts, symbol, ROUNDING, 0, mark, num, den, residue, source))
         self.ledger.post(ts, ROUNDING, spec.settle, residue, "rounding", reference)
+        return touched
+
+    # ------------------------------------------------------------------ margin
+
+    def pool(self, account: str, asset: str) -> AccountMargin:
+        """Equity, maintenance and initial margin of `account`'s positions settling in
+        `asset` (a single-asset cross pool), at the latest marks. A symbol with no mark yet
+        is valued at its entry cost (unrealised 0). O(the account's positions)."""
+        equity = self.ledger.balances.get((account, asset), 0)
+        maintenance = initial = 0
+        symbols = self.symbols
+        marks = self.marks
+        for symbol, pos in self.positions.get(account, {}).items():
+            spec = symbols[symbol]
+            if spec.settle != asset:
+                continue
+            mark = marks.get(symbol)
+            at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
+            equity += at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
+            if spec.tiers is not None:
+                maintenance += spec.tiers.maintenance(at_mark)
+                initial += spec.tiers.initial(at_mark)
+        return AccountMargin(equity, maintenance, initial)
+
+    def pools(self, account: str) -> list[str]:
+        """Settlement assets of the account's open positions, sorted."""
+        return sorted({self.symbols[s].settle for s in self.positions.get(account, ())})
+
+    # ------------------------------------------------------------------ conservation
 
     def conservation_gap(self, asset: str) -> int:
         """Sum of balances - sum of signed entry costs - (opening balances - opening signed
         costs + deposits - withdrawals) for `asset`; 0 whenever the books are right."""
-        costs = sum(p.signed_cost() for (_, s), p in self.positions.items()
-                    if self.symbols[s].settle == asset)
+        costs = sum(p.signed_cost() for s, held in self.holders.items()
+                    if self.symbols[s].settle == asset for p in held.values())
         opening = self.ledger.external[asset] - self.opening_cost.get(asset, 0)
         return self.ledger.total(asset) - costs - opening
 
     def net_qty(self, symbol: str) -> int:
-        return sum(p.qty for (_, s), p in self.positions.items() if s == symbol)
+        return sum(p.qty for p in self.holders[symbol].values())
+
+
+def is_exchange_account(account: str) -> bool:
+    return account in EXCHANGE_ACCOUNTS

@@ -56,3 +56,93 @@ def write_order_dataset(out: Path, *, kind: str, n: int, seed: int,
         provenance=provenance))
     write_orders(cols, out / "orders.parquet")
     return out
+
+
+CLEARING_RULES = """\
+fees = {{ maker = 20_000, taker = 50_000 }}
+fee_tiers = [[10_000, 40_000], [-5_000, 30_000]]
+margin_tiers.BTCUSDT = [
+  [0, 400_000, 0], [5_000_000_000_000, 500_000, 5_000_000_000],
+  [25_000_000_000_000, 1_000_000, 130_000_000_000],
+]
+max_leverage.BTCUSDT = 50
+funding = {{ interval_s = {interval_s}, cap = 300_000, floor = -300_000 }}
+"""
+
+
+def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
+                           progress: Callable[[int], None] | None = None) -> Path:
+    """The realistic order stream from `accounts` accounts, plus what clearing needs:
+    every account funded and holding a position (longs and shorts pairwise, so they net to
+    zero; leverage 1x..200x, so some accounts meet margin calls as the mark walks), a mark
+    per second (the generating book's mid), funding from a `funding` table every 4 s and
+    from premium samples (one per second, 3 s interval) at the boundaries the table does
+    not cover, and deposits and withdrawals (some too large, so refused)."""
+    import random
+
+    import polars as pl
+
+    from datasets.tables import write_table
+
+    cols = realistic_stream(n, seed=seed, accounts=accounts, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    end_ns = (cols.ts[-1] if n else START_NS) + 1
+    name = f"clearing-orders-{n}-accounts{accounts}-seed{seed}"
+    provenance = (f"backtest generate orders --clearing --n {n} --accounts {accounts} "
+                  f"--seed {seed}")
+    (out / "dataset.toml").write_text(
+        MANIFEST.format(name=name, start_ns=START_NS, end_ns=end_ns, provenance=provenance)
+        + CLEARING_RULES.format(interval_s=3))
+    write_orders(cols, out / "orders.parquet")
+    rng = random.Random(f"clearing-{seed}")
+    names = [f"acct{i:05d}" for i in range(accounts)]  # realistic_stream's account names
+    mid = cols.mids[0][2] if cols.mids else 300_000
+    k = 10_000  # BTCUSDT minor units per tick x lot
+    acct_rows, pos_rows = [], []
+    for i, account in enumerate(names):
+        qty = rng.randint(100, 3_000)  # lots: 0.1 .. 3 BTC
+        pair = names[i ^ 1] if (i ^ 1) < len(names) else None
+        if pair is None:
+            qty = 0  # an odd one out holds no position
+        sign = 1 if i % 2 == 0 else -1
+        entry = mid + rng.randint(-500, 500)
+        leverage = rng.choice((1, 2, 5, 10, 20, 25, 50, 100, 150, 200))
+        balance = qty * entry * k // leverage + rng.randint(0, 10**10)
+        acct_rows.append((account, "USDT", balance, "single_asset", rng.choice((0, 0, 0, 1, 2))))
+        pos_rows.append((account, "BTCUSDT", sign * qty, entry))
+    # Pairs (2j, 2j+1) hold equal and opposite quantities.
+    for j in range(0, len(pos_rows) - 1, 2):
+        pos_rows[j + 1] = pos_rows[j + 1][:2] + (-pos_rows[j][2],) + pos_rows[j + 1][3:]
+    schema = {"account": pl.String, "asset": pl.String, "balance": pl.Int64,
+              "margin_mode": pl.String, "fee_tier": pl.Int64}
+    write_table(pl.DataFrame(acct_rows, schema=schema, orient="row"), out / "accounts.parquet")
+    write_table(pl.DataFrame(pos_rows, schema={"account": pl.String, "symbol": pl.String,
+                                               "qty": pl.Int64, "entry_price": pl.Int64},
+                             orient="row"), out / "positions.parquet")
+    marks = [(ts, s, m, m) for ts, s, m in cols.mids]
+    write_table(pl.DataFrame(marks, schema={"ts": pl.Int64, "symbol": pl.String,
+                                            "mark_price": pl.Int64, "index_price": pl.Int64},
+                             orient="row"), out / "marks.parquet")
+    second = 1_000_000_000
+    funding = [(START_NS + t * second, "BTCUSDT", rng.randint(-100, 100), 1_000_000)
+               for t in range(4, (end_ns - START_NS) // second + 1, 4)]
+    write_table(pl.DataFrame(funding, schema={"ts": pl.Int64, "symbol": pl.String, "rate": pl.Int64,
+                                              "scale": pl.Int64}, orient="row"),
+                out / "funding.parquet")
+    premium = [(ts, "BTCUSDT", rng.randint(-40_000, 60_000)) for ts, _, _ in cols.mids]
+    write_table(pl.DataFrame(premium, schema={"ts": pl.Int64, "symbol": pl.String,
+                                              "premium": pl.Int64}, orient="row"),
+                out / "premium_index.parquet")
+    transfers = []
+    ts = START_NS
+    for seq in range(max(1, n // 1_000)):
+        ts += rng.randint(1, 2 * (end_ns - START_NS) // max(1, n // 1_000))
+        if ts >= end_ns:
+            break
+        kind = "deposit" if rng.random() < 0.5 else "withdraw"
+        transfers.append((ts, seq, rng.choice(names), kind, "USDT", rng.randint(1, 10**12)))
+    write_table(pl.DataFrame(transfers, schema={"ts": pl.Int64, "seq": pl.Int64, "account": pl.String,
+                                                "kind": pl.String, "asset": pl.String,
+                                                "amount": pl.Int64}, orient="row"),
+                out / "transfers.parquet")
+    return out

@@ -40,6 +40,8 @@ class OrderColumns:
     qty: list[int | None] = field(default_factory=list)
     reduce_only: list[bool] = field(default_factory=list)
     stp: list[int] = field(default_factory=list)
+    # The generating shadow book's mid (ticks) at each whole second: (ts, symbol, mid).
+    mids: list[tuple[int, str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -87,11 +89,18 @@ def realistic_stream(
     names = [f"acct{i:05d}" for i in range(accounts)]
     live: dict[str, list[int]] = {s: [] for s in symbols}  # ids that may still rest
     ts = START_NS
+    next_second = START_NS
     next_id = 1
     for i in range(n):
         if progress is not None and i % 65_536 == 0:
             progress(i)
         ts += rng.randint(1_000, 200_000)
+        while next_second <= ts:
+            for s in symbols:
+                bid, ask = shadow.books[s].best_bid(), shadow.books[s].best_ask()
+                if bid is not None and ask is not None:
+                    cols.mids.append((next_second, s, (bid + ask) // 2))
+            next_second += 1_000_000_000
         symbol = symbols[rng.randrange(len(symbols))]
         book = shadow.books[symbol]
         pool = live[symbol]

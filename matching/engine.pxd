@@ -20,10 +20,12 @@ cdef class Matcher:
     cdef public list out
     cdef list _done
 
-    @cython.locals(book=Book, price_step=cython.long, qty_step=cython.long, min_qty=cython.long,
-                   crosses=cython.bint, remaining=cython.longlong, out=list, heap=list, spec=tuple)
+    @cython.locals(book=Book, crosses=cython.bint, remaining=cython.longlong, out=list, heap=list)
     cpdef new_order(self, object ts, str account, str symbol, object order_id, int side,
                     int order_type, int tif, object price, long long qty, int stp)
+    @cython.locals(price_step=cython.long, qty_step=cython.long, min_qty=cython.long, spec=tuple)
+    cpdef str door_check(self, str symbol, object order_id, int order_type, int tif, object price,
+                         long long qty)
     @cython.locals(order=Order)
     cpdef cancel(self, object ts, str account, str symbol, object order_id)
     @cython.locals(order=Order, book=Book, level=Level, price_step=cython.long, qty_step=cython.long,

@@ -121,32 +121,11 @@ class Matcher:
     ) -> None:
         """Accept or reject a new order, match it, rest or expire what is left."""
         out = self.out
-        spec = self._specs.get(symbol)
-        if spec is None:
-            out.append((REJECTED, ts, account, symbol, order_id, R_UNKNOWN_SYMBOL, 0))
-            return
-        book, price_step, qty_step, min_qty = spec
-        reason = None
-        if order_type == LIMIT:
-            if price is None or price <= 0:
-                reason = R_INVALID_PRICE
-            elif price % price_step:
-                reason = R_OFF_TICK
-        elif price is not None:
-            reason = R_INVALID_PRICE
-        elif tif == POST_ONLY:
-            reason = R_INVALID_ORDER
-        if reason is None:
-            if qty <= 0 or qty % qty_step:
-                reason = R_INVALID_QTY
-            elif qty < min_qty:
-                reason = R_BELOW_MIN_QTY
-            elif order_id in self.orders:
-                reason = R_DUPLICATE_ORDER_ID
+        reason = self.door_check(symbol, order_id, order_type, tif, price, qty)
         if reason is not None:
             out.append((REJECTED, ts, account, symbol, order_id, reason, 0))
             return
-
+        book = self.books[symbol]
         if side == BUY:
             heap = book.ask_heap
             crosses = bool(heap) and (price is None or heap[0] <= price)
@@ -181,6 +160,32 @@ class Matcher:
                 self._rest(book, order_id, account, side, price, remaining, stp, False)
             else:
                 out.append((EXPIRED, ts, account, symbol, order_id, R_IOC_REMAINDER, 0))
+
+    def door_check(self, symbol: str, order_id: int, order_type: int, tif: int,
+                   price: int | None, qty: int) -> str | None:
+        """The reject reason of a `new` order's door checks (module doc), or None. Pure:
+        a replay calls it to run its own pre-trade checks only on orders the matcher would
+        accept at the door, so a venue's reasons keep their order."""
+        spec = self._specs.get(symbol)
+        if spec is None:
+            return R_UNKNOWN_SYMBOL
+        book, price_step, qty_step, min_qty = spec
+        if order_type == LIMIT:
+            if price is None or price <= 0:
+                return R_INVALID_PRICE
+            if price % price_step:
+                return R_OFF_TICK
+        elif price is not None:
+            return R_INVALID_PRICE
+        elif tif == POST_ONLY:
+            return R_INVALID_ORDER
+        if qty <= 0 or qty % qty_step:
+            return R_INVALID_QTY
+        if qty < min_qty:
+            return R_BELOW_MIN_QTY
+        if order_id in self.orders:
+            return R_DUPLICATE_ORDER_ID
+        return None
 
     def cancel(self, ts: int, account: str, symbol: str, order_id: int) -> None:
         """Cancel a live order of this account on this symbol, or reject (unknown_order)."""

@@ -1,0 +1,250 @@
+"""`backtest run`: a dataset's orders, marks, funding and transfers through the matcher and
+clearing, into a run folder (DESIGN.md's Outputs; docs/run.md lists the tables).
+
+Everything is checked before the replay starts (manifest, rules, every table), so bad
+input is an error naming file, row and column and leaves no run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backtest.match import _event_counts, gc_paused
+from backtest.outputs import MatchOutputWriter, staged_run_folder, write_book_final, write_summary
+from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, Replay
+from clearing.funding import premium_index_rate, rate_at_scale
+from clearing.money import SCALE
+from clearing.settlement import Clearing, SymbolSpec
+from datasets.manifest import Manifest, load_manifest
+from datasets.orders import check_orders, iter_order_batches
+from datasets.rules import RuleSet, load_rules
+from datasets.tables import ACCOUNTS, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table
+from matching import Matcher
+from matching.errors import InputError
+
+NS = 1_000_000_000
+
+ACCOUNTS_FINAL_SCHEMA = pa.schema([
+    ("account", pa.string()), ("asset", pa.string()), ("balance", pa.int64()),
+    ("opening_balance", pa.int64()),
+])
+POSITIONS_FINAL_SCHEMA = pa.schema([
+    ("account", pa.string()), ("symbol", pa.string()), ("qty", pa.int64()), ("entry_cost", pa.int64()),
+])
+
+
+def _optional(dataset: Path, name: str) -> Path | None:
+    path = dataset / f"{name}.parquet"
+    return path if path.exists() else None
+
+
+def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[Clearing, dict[tuple[str, str], int]]:
+    """Clearing with the opening balances, fee tiers and positions; also the openings."""
+    symbols = {s: SymbolSpec(i.settle, i.notional_factor, rules.margin_tiers[s])
+               for s, i in manifest.instruments.items()}
+    clearing = Clearing(symbols, rules.fees)
+    openings: dict[tuple[str, str], int] = {}
+    path = _optional(dataset, "accounts")
+    if path is not None:
+        frame = load_table(path, ACCOUNTS, known={"asset": set(manifest.assets)})
+        faults = []
+        tiers = len(rules.fees.tiers)
+        for row, (account, asset, balance, mode, tier) in enumerate(frame.iter_rows(), start=1):
+            if mode == "multi_asset":
+                faults.append(f"row {row}, column margin_mode: multi_asset accounts are not "
+                              "replayed yet (the multi-asset issue); use single_asset")
+            if tier is not None and tier >= tiers:
+                faults.append(f"row {row}, column fee_tier: {tier} but the rules define tiers "
+                              f"0..{tiers - 1} (rules.fees, rules.fee_tiers)")
+            openings[(account, asset)] = balance
+            clearing.ledger.open_balance(account, asset, balance)
+            if tier:
+                clearing.fee_tier[account] = tier
+        if faults:
+            raise InputError(str(path), faults)
+    path = _optional(dataset, "positions")
+    if path is not None:
+        frame = load_table(path, POSITIONS, known={"symbol": set(manifest.instruments)})
+        for account, symbol, qty, entry_price in frame.iter_rows():
+            clearing.load_position(account, symbol, qty, entry_price)
+        try:
+            clearing.check_opening()
+        except ValueError as exc:
+            raise InputError(str(path), [str(exc)]) from None
+    return clearing, openings
+
+
+def _load_events(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[list[tuple], dict]:
+    """Every non-order input as one list sorted by (ts, rank, seq); and input counts."""
+    symbols = set(manifest.instruments)
+    events: list[tuple] = []
+    counts = {}
+    path = _optional(dataset, "marks")
+    if path is not None:
+        frame = load_table(path, MARKS, known={"symbol": symbols})
+        counts["marks"] = frame.height
+        for row, (ts, symbol, mark, _) in enumerate(frame.iter_rows(), start=1):
+            events.append((ts, RANK_MARKS, row, "mark", symbol, mark))
+    table_times: set[tuple[int, str]] = set()
+    path = _optional(dataset, "funding")
+    if path is not None:
+        frame = load_table(path, FUNDING, known={"symbol": symbols})
+        counts["funding"] = frame.height
+        for row, (ts, symbol, rate, scale) in enumerate(frame.iter_rows(), start=1):
+            table_times.add((ts, symbol))
+            events.append((ts, RANK_FUNDING, row, "funding", symbol,
+                           rate_at_scale(rate, scale or SCALE), "table"))
+    path = _optional(dataset, "premium_index")
+    if path is not None:
+        frame = load_table(path, PREMIUM_INDEX, known={"symbol": symbols})
+        counts["premium_index"] = frame.height
+        events += _premium_funding(path, frame, manifest, rules, table_times)
+    path = _optional(dataset, "transfers")
+    if path is not None:
+        frame = load_table(path, TRANSFERS, known={"asset": set(manifest.assets)})
+        counts["transfers"] = frame.height
+        for ts, seq, account, kind, asset, amount, _ in frame.iter_rows():
+            events.append((ts, RANK_TRANSFERS, seq, "transfer", seq, account, kind, asset, amount))
+    events.sort(key=lambda e: e[:3])
+    return events, counts
+
+
+def _premium_funding(path: Path, frame: pl.DataFrame, manifest: Manifest, rules: RuleSet,
+                     table_times: set[tuple[int, str]]) -> list[tuple]:
+    """Funding events at each interval boundary T in (start_ns, end_ns] (boundaries are
+    multiples of interval_s from the epoch, so 00:00 UTC for 8 h) that have premium samples
+    in (T - interval, T] and no `funding` row: rate from the samples (exact)."""
+    if manifest.start_ns is None or manifest.end_ns is None:
+        raise InputError(str(manifest.path), ["dataset.start_ns and dataset.end_ns are required "
+                                              f"to compute funding from {path.name}"])
+    step = rules.funding_interval_s * NS
+    samples: dict[tuple[int, str], list[int]] = {}
+    for ts, symbol, premium in frame.iter_rows():
+        boundary = -(-ts // step) * step  # the first boundary at or after the sample
+        samples.setdefault((boundary, symbol), []).append(premium)
+    events = []
+    for rank, ((boundary, symbol), values) in enumerate(sorted(samples.items())):
+        if not manifest.start_ns < boundary <= manifest.end_ns or (boundary, symbol) in table_times:
+            continue
+        rate = premium_index_rate(values, interval_s=rules.funding_interval_s,
+                                  cap=rules.funding_cap, floor=rules.funding_floor)
+        events.append((boundary, RANK_FUNDING, -1 - rank, "funding", symbol, rate, "premium_index"))
+    return events
+
+
+def run_replay(dataset: Path, out: Path, *,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+    """Replay `dataset` into run folder `out`; return the summary. Raises InputError
+    (nothing written) on bad input. `progress(done, total)` after each order batch."""
+    manifest = load_manifest(dataset)
+    rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path))
+    orders_path = _optional(dataset, "orders")
+    total = check_orders(orders_path) if orders_path is not None else 0
+    clearing, openings = _load_clearing(dataset, manifest, rules)
+    events, input_counts = _load_events(dataset, manifest, rules)
+    opening_positions = {(a, s): (p.qty, p.cost) for a, held in clearing.positions.items()
+                         for s, p in held.items()}
+    matcher = Matcher(manifest.matcher_rules())
+    replay = Replay(matcher, clearing, events)
+    for account in sorted(clearing.positions):
+        replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
+    factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
+    with staged_run_folder(out) as stage:
+        writer = MatchOutputWriter(stage, factors, clearing=True)
+        done = 0
+        with gc_paused():
+            if orders_path is not None:
+                for batch in iter_order_batches(orders_path, default_stp=manifest.default_stp,
+                                                reduce_only=True):
+                    replay.orders(batch)
+                    writer.write_records(replay.out)
+                    replay.out.clear()
+                    done += len(batch[0])
+                    if progress is not None:
+                        progress(done, total)
+            replay.until(None)
+            writer.write_records(replay.out)
+            replay.out.clear()
+        writer.close()
+        assert writer.seq == replay.seq, (writer.seq, replay.seq)
+        levels = write_book_final(matcher, stage / "book_final.parquet")
+        _write_accounts_final(clearing, openings, stage / "accounts_final.parquet")
+        _write_positions_final(clearing, stage / "positions_final.parquet")
+        summary = {
+            "command": "run",
+            "dataset": manifest.name,
+            "instructions": total,
+            "inputs": input_counts,
+            "fills": writer.fill_rows,
+            "order_events": writer.event_rows,
+            "book_levels": levels,
+            "resting_orders": len(matcher.orders),
+            "margin_calls": writer.rows["margin_calls"],
+            "margin_checks": replay.margin_checks,
+            "funding_skipped_no_mark": replay.funding_skipped,
+            "fees_collected": {asset: bal for (acct, asset), bal in sorted(clearing.ledger.balances.items())
+                               if acct == "fees"},
+            "conservation": conservation(clearing, openings, opening_positions, replay),
+        }
+        summary.update(_event_counts(stage))
+        write_summary(stage, summary)
+    return summary
+
+
+def conservation(clearing: Clearing, openings: dict[tuple[str, str], int],
+                 opening_positions: dict[tuple[str, str], tuple[int, int]], replay: Replay) -> dict:
+    """DESIGN.md's identity per asset, in both forms: at the last marks (balances +
+    unrealised = openings + opening unrealised + deposits - withdrawals) and mark-free
+    (balances - signed entry costs = openings - opening signed costs + deposits -
+    withdrawals). Both gaps are 0 when money was neither created nor lost."""
+    assets = sorted({a for _, a in clearing.ledger.balances} | {a for _, a in openings})
+    result = {}
+    for asset in assets:
+        def at_marks(positions: dict[tuple[str, str], tuple[int, int]]) -> tuple[int, int]:
+            unrealised = signed_cost = 0
+            for (_, symbol), (qty, cost) in positions.items():
+                spec = clearing.symbols[symbol]
+                if spec.settle != asset:
+                    continue
+                # A symbol never marked counts at mark 0 (the identity holds at any mark).
+                at_mark = abs(qty) * clearing.marks.get(symbol, 0) * spec.k
+                unrealised += at_mark - cost if qty > 0 else cost - at_mark
+                signed_cost += cost if qty > 0 else -cost
+            return unrealised, signed_cost
+        now = {(a, s): (p.qty, p.cost) for a, held in clearing.positions.items() for s, p in held.items()}
+        unrealised, signed_cost = at_marks(now)
+        opening_unrealised, opening_signed_cost = at_marks(opening_positions)
+        balances = clearing.ledger.total(asset)
+        opened = sum(v for (_, a), v in openings.items() if a == asset)
+        deposits = replay.deposits.get(asset, 0)
+        withdrawals = replay.withdrawals.get(asset, 0)
+        result[asset] = {
+            "balances": balances,
+            "unrealised_at_last_marks": unrealised,
+            "opening_balances": opened,
+            "opening_unrealised_at_last_marks": opening_unrealised,
+            "deposits": deposits,
+            "withdrawals": withdrawals,
+            "gap_at_last_marks": balances + unrealised - (opened + opening_unrealised + deposits - withdrawals),
+            "gap_entry_cost": (balances - signed_cost) - (opened - opening_signed_cost + deposits - withdrawals),
+        }
+    return result
+
+
+def _write_accounts_final(clearing: Clearing, openings: dict[tuple[str, str], int], path: Path) -> None:
+    keys = sorted(set(clearing.ledger.balances) | set(openings))
+    cols = [[k[0] for k in keys], [k[1] for k in keys],
+            [clearing.ledger.balances.get(k, 0) for k in keys], [openings.get(k, 0) for k in keys]]
+    pq.write_table(pa.table(cols, schema=ACCOUNTS_FINAL_SCHEMA), path, compression="zstd")
+
+
+def _write_positions_final(clearing: Clearing, path: Path) -> None:
+    rows = sorted((a, s, p.qty, p.cost) for a, held in clearing.positions.items() for s, p in held.items())
+    cols = [list(c) for c in zip(*rows)] or [[], [], [], []]
+    pq.write_table(pa.table(cols, schema=POSITIONS_FINAL_SCHEMA), path, compression="zstd")

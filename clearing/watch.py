@@ -1,0 +1,106 @@
+"""Which accounts a mark update can have made liquidatable, without checking them all.
+
+CLEARING.md section 7: a mark update touches every account with a position in the symbol,
+and each must be checked (equity <= maintenance margin liquidates). Checking thousands of
+accounts per mark is the replay's slowest path, so each account carries a *safe range* per
+symbol: while every mark stays inside its ranges, the account provably cannot have become
+liquidatable, and only accounts whose range a mark leaves are checked exactly. The result
+is the same set of liquidatable accounts as checking every holder (a property test holds
+the two to it).
+
+Why a range is safe. After an exact check of a pool (the account's positions settling in
+one asset) with slack = equity - maintenance > 0 over n positions: a mark move of d ticks in
+a symbol where the account holds q lots changes equity by at most |q| x d x K and the
+position's maintenance by at most |q| x d x K x mmr_max / 1e8 + 1 (continuous tiers of
+slope <= mmr_max, plus the per-position round-up). Giving each of the n symbols an equal
+share of slack - n - 1, the pool stays strictly above maintenance while every symbol's move
+d_s satisfies |q_s| x K_s x (1e8 + mmr_max_s) x d_s <= (slack - n - 1) x 1e8 / n.
+A symbol without a mark yet, or a pool with too little slack, gets an empty range: the
+next mark of the symbol checks it.
+
+Ranges are kept in two heaps per symbol (lower bounds as a max-heap, upper bounds as a
+min-heap) with lazy deletion: each exact check bumps the account's version, so its older
+entries are skipped when popped; a heap is rebuilt when stale entries dominate.
+"""
+
+from __future__ import annotations
+
+from heapq import heapify, heappop, heappush
+
+from clearing.margin import AccountMargin
+from clearing.money import SCALE
+from clearing.settlement import Clearing, is_exchange_account
+
+EMPTY_LOW = 1 << 62  # a lower bound above any mark: the range is empty
+
+
+class MarginWatch:
+    def __init__(self, clearing: Clearing) -> None:
+        self.clearing = clearing
+        self.low: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
+        self.high: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
+        self.version: dict[str, int] = {}
+        # Per symbol: the largest mmr of its tiers (the slope bound), 0 without tiers.
+        self._mmr_max = {s: (max(spec.tiers.mmr) if spec.tiers is not None else 0)
+                         for s, spec in clearing.symbols.items()}
+
+    def check(self, account: str) -> list[tuple[str, AccountMargin]]:
+        """Check `account` exactly at the current marks; re-arm its safe ranges; return the
+        pools (asset, figures) at or under maintenance margin, assets in name order.
+        Exchange accounts and accounts without positions are never liquidatable."""
+        version = self.version.get(account, 0) + 1
+        self.version[account] = version
+        if is_exchange_account(account):
+            return []
+        c = self.clearing
+        held = c.positions.get(account)
+        if not held:
+            return []
+        due = []
+        for asset in c.pools(account):
+            figures = c.pool(account, asset)
+            slack = figures.equity - figures.maintenance
+            if slack <= 0:
+                due.append((asset, figures))
+            symbols = [s for s in held if c.symbols[s].settle == asset]
+            n = len(symbols)
+            budget = (slack - n - 1) * SCALE
+            for symbol in symbols:
+                mark = c.marks.get(symbol)
+                if mark is None or budget < 0:
+                    lo, hi = EMPTY_LOW, -1
+                else:
+                    per_tick = n * abs(held[symbol].qty) * c.symbols[symbol].k * (SCALE + self._mmr_max[symbol])
+                    d = budget // per_tick
+                    lo, hi = mark - d, mark + d
+                low, high = self.low[symbol], self.high[symbol]
+                heappush(low, (-lo, account, version))
+                heappush(high, (hi, account, version))
+                if len(low) > 4 * len(c.holders[symbol]) + 64:
+                    self._rebuild(symbol)
+        return due
+
+    def leaving(self, symbol: str, mark: int) -> list[str]:
+        """Accounts holding `symbol` whose safe range `mark` leaves, in id order. Their
+        heap entries are consumed: the caller must `check` each of them."""
+        version = self.version
+        holders = self.clearing.holders[symbol]
+        found = set()
+        low = self.low[symbol]
+        while low and -low[0][0] > mark:
+            _, account, v = heappop(low)
+            if version.get(account) == v and account in holders:
+                found.add(account)
+        high = self.high[symbol]
+        while high and high[0][0] < mark:
+            _, account, v = heappop(high)
+            if version.get(account) == v and account in holders:
+                found.add(account)
+        return sorted(found)
+
+    def _rebuild(self, symbol: str) -> None:
+        version = self.version
+        holders = self.clearing.holders[symbol]
+        for heap in (self.low[symbol], self.high[symbol]):
+            heap[:] = [e for e in heap if version.get(e[1]) == e[2] and e[1] in holders]
+            heapify(heap)
