@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Rebuild the compiled matcher whenever its sources change, so tests never run a stale .so.
 STAMP := $(VENV)/.installed
-DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd)
+DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd clearing/*.py) backtest/replay.py
 
 DEMO_DATA := data/demo-orders
 DEMO_RUN := runs/demo-match
@@ -27,11 +27,11 @@ demo: $(STAMP) $(DEMO_DATA)/orders.parquet
 	$(BIN)/backtest match $(DEMO_DATA) --out $(DEMO_RUN)
 	@echo "summary: $(DEMO_RUN)/summary.json"
 
-# The whole suite on the compiled matcher, then the matcher's suite again on the pure-Python
-# reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.
+# The whole suite on the compiled modules, then the matching, clearing and replay suites
+# (and clearing's doctests) again on the pure-Python reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	MATCHING_PURE=1 $(BIN)/python -m pytest tests/matching
+	PURE_PYTHON=1 $(BIN)/python -m pytest tests/matching tests/clearing tests/golden tests/backtest clearing
 	$(BIN)/python -m pytest bench -m bench -q
 
 # A developer's quick loop: skips the slow end-to-end cases (CI runs them).
@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -m bench --benchmark-enable --benchmark-columns=min,median,rounds
 
 clean:
-	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so runs data/demo-orders
+	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so clearing/*.c clearing/*.so backtest/*.c backtest/*.so runs data/demo-orders

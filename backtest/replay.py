@@ -7,8 +7,11 @@ other tables are small and are loaded whole into one sorted list of events.
 
 Per event:
 - order `new`: the matcher's door checks, then the pre-trade checks (clearing/pretrade.py:
-  reduce-only, then initial margin with the account's open orders), then the matcher;
-  `cancel` and `amend` go straight to the matcher (amends are not margin-checked yet).
+  reduce-only, then initial margin with the account's open orders), then the matcher.
+  `amend`: the matcher's amend checks, then, when it raises the qty or moves the price, the
+  margin check as for a new order of the amended size (reject: `rejected` /
+  `insufficient_margin`, remaining = the unchanged open qty); `cancel` goes straight to the
+  matcher.
 - every fill is cleared at once (fees, positions, realised PnL); its fills row carries the
   fees and kind `trade`; its ledger entries reference it as `fill:<seq>`.
 - a mark updates the symbol's mark; the accounts whose safe range it leaves are checked
@@ -61,6 +64,10 @@ class Replay:
         self._next = 0
         self._next_ts = events[0][0] if events else None
         self.open_orders: dict[str, list[int]] = {}  # account -> ids that may rest
+        # account -> symbol -> (open qty, highest limit, count): see _orders_margin_bound.
+        self._bound: dict[str, dict[str, tuple[int, int, int]]] = {}
+        self._min_leverage = {s: min(spec.tiers.max_leverage) for s, spec in clearing.symbols.items()
+                              if spec.tiers is not None}
         self.called: dict[str, set[str]] = {}  # account -> pools under a margin call
         self.deposits: dict[str, int] = {}
         self.withdrawals: dict[str, int] = {}
@@ -98,19 +105,38 @@ class Replay:
                     self.seq += 1
                     continue
                 matcher.new_order(ts, account, symbol, oid, side, otype, tif, price, qty, stp_col[i])
-                if oid in matcher.orders:
+                order = matcher.orders.get(oid)
+                if order is not None:
                     ids = self.open_orders.get(account)
                     if ids is None:
                         self.open_orders[account] = [oid]
                     else:
                         ids.append(oid)
+                    self._bound_add(account, symbol, order.qty, order.price)
             elif action == CANCEL:
                 matcher.cancel(ts, account, symbol, oid)
             else:
                 assert action == AMEND
-                matcher.amend(ts, account, symbol, oid, price_col[i], qty_col[i])
+                price, qty = price_col[i], qty_col[i]
+                reason = self._amend_margin(account, symbol, oid, price, qty)
+                if reason is not None:
+                    out.append((REJECTED, ts, account, symbol, oid, reason, matcher.orders[oid].qty))
+                    self.seq += 1
+                    continue
+                matcher.amend(ts, account, symbol, oid, price, qty)
+                order = matcher.orders.get(oid)
+                if order is not None and order.account == account:
+                    # More qty or a new price: counted again in full (the bound loosens).
+                    self._bound_add(account, symbol, order.qty, order.price)
             self._clear_fills(ts, n0)
         self.instructions += len(ts_col)
+
+    def schedule(self, events: Iterable[tuple]) -> None:
+        """Add events (ts, rank, seq, kind, *payload) not yet due to the merged sequence."""
+        pending = sorted(self.events[self._next:] + list(events), key=lambda e: e[:3])
+        del self.events[self._next:]
+        self.events += pending
+        self._next_ts = self.events[self._next][0] if self._next < len(self.events) else None
 
     def until(self, ts: int | None) -> None:
         """Apply every non-order event with ts <= `ts` (all of them for None)."""
@@ -168,15 +194,86 @@ class Replay:
                                taker_rate=0)
         figures = c.pool(account, spec.settle)
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
+        mark = c.marks.get(symbol)
+        bound = self._orders_margin_bound(account, spec.settle)
+        if bound is not None:
+            reason = check_order(intent, position_qty=0, equity=figures.equity,
+                                 initial_in_use=figures.initial + bound, mark=mark, k=spec.k,
+                                 tiers=spec.tiers, taker_rate=taker_rate)
+            if reason is None:
+                return None  # passes even with the open orders' margin overstated
         return check_order(intent, position_qty=0, equity=figures.equity,
                            initial_in_use=figures.initial + self._orders_margin(account, spec.settle),
-                           mark=c.marks.get(symbol), k=spec.k, tiers=spec.tiers, taker_rate=taker_rate)
+                           mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate)
+
+    def _amend_margin(self, account: str, symbol: str, oid: int, price: int | None,
+                      qty: int | None) -> str | None:
+        """An amend that raises an order's qty or moves its price is checked like a new
+        order of the amended size and price, with the order's current margin taken out of
+        the account's open-order margin; an amend the matcher would reject, or one that
+        only reduces, is not checked."""
+        matcher = self.matcher
+        if matcher.amend_check(account, symbol, oid, price, qty) is not None:
+            return None
+        order = matcher.orders[oid]
+        new_price = order.price if price is None else price
+        new_qty = order.qty if qty is None else qty
+        if new_qty == 0 or (new_qty <= order.qty and new_price == order.price):
+            return None
+        c = self.clearing
+        spec = c.symbols[symbol]
+        mark = c.marks.get(symbol)
+        figures = c.pool(account, spec.settle)
+        now = spec.tiers.initial((order.price if mark is None or mark < order.price else mark)
+                                 * order.qty * spec.k)
+        others = self._orders_margin(account, spec.settle) - now
+        taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
+        intent = OrderIntent(new_qty if order.side == BUY else -new_qty, new_price, False)
+        return check_order(intent, position_qty=0, equity=figures.equity,
+                           initial_in_use=figures.initial + others, mark=mark, k=spec.k,
+                           tiers=spec.tiers, taker_rate=taker_rate)
+
+    def _orders_margin_bound(self, account: str, asset: str) -> int | None:
+        """An upper bound of `_orders_margin` from per-symbol aggregates (total open qty Q,
+        highest limit L, count n, of every order that rested since the last exact
+        computation; fills and cancels are not subtracted, so it only loosens):
+        sum of ceil(max(mark, L) x Q x K / lowest max leverage) + n, since each order's
+        margin is at most its price x qty x K / its tier's leverage + 1 (the round-up).
+        None when there is no aggregate yet (the exact figure builds it)."""
+        aggregate = self._bound.get(account)
+        if aggregate is None:
+            return None
+        total = 0
+        symbols, marks = self.clearing.symbols, self.clearing.marks
+        for symbol, (q, limit, n) in aggregate.items():
+            spec = symbols[symbol]
+            if spec.settle != asset:
+                continue
+            mark = marks.get(symbol)
+            price = limit if mark is None or mark < limit else mark
+            lev = self._min_leverage[symbol]
+            total += -(-price * q * spec.k // lev) + n
+        return total
+
+    def _bound_add(self, account: str, symbol: str, qty: int, price: int) -> None:
+        aggregate = self._bound.get(account)
+        if aggregate is None:
+            return
+        entry = aggregate.get(symbol)
+        if entry is None:
+            aggregate[symbol] = (qty, price, 1)
+        else:
+            q, limit, n = entry
+            aggregate[symbol] = (q + qty, price if price > limit else limit, n + 1)
 
     def _orders_margin(self, account: str, asset: str) -> int:
         """Initial margin of the account's resting orders in `asset`: |qty| x price x K /
         max leverage(tier), price = max(mark, limit) (the limit before the first mark).
-        Forgets ids of orders no longer resting."""
+        Forgets ids of orders no longer resting and rebuilds the account's aggregates for
+        `_orders_margin_bound`."""
         ids = self.open_orders.get(account)
+        aggregate: dict[str, tuple[int, int, int]] = {}
+        self._bound[account] = aggregate
         if not ids:
             return 0
         resting = self.matcher.orders
@@ -188,6 +285,9 @@ class Replay:
         for oid in live:
             order = resting[oid]
             symbol = order.book.symbol
+            entry = aggregate.get(symbol)
+            aggregate[symbol] = ((order.qty, order.price, 1) if entry is None else
+                                 (entry[0] + order.qty, max(entry[1], order.price), entry[2] + 1))
             spec = symbols[symbol]
             if spec.settle != asset:
                 continue

@@ -70,6 +70,13 @@ class MarginTiers:
         """notional / max_leverage(tier), rounded up (one position or open order)."""
         return div_ceil(notional_minor, self.max_leverage[self.tier(notional_minor)])
 
+    def both(self, notional_minor: int) -> tuple[int, int]:
+        """(maintenance, initial) of one position: one tier lookup for the two figures the
+        replay needs after every fill and before every order."""
+        t = bisect_right(self.floors, notional_minor) - 1
+        return (-((self.amounts[t] * SCALE - notional_minor * self.mmr[t]) // SCALE),
+                -(-notional_minor // self.max_leverage[t]))
+
 
 @dataclass(frozen=True)
 class AccountMargin:

@@ -185,8 +185,9 @@ class Clearing:
             at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
             equity += at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
             if spec.tiers is not None:
-                maintenance += spec.tiers.maintenance(at_mark)
-                initial += spec.tiers.initial(at_mark)
+                m, i = spec.tiers.both(at_mark)
+                maintenance += m
+                initial += i
         return AccountMargin(equity, maintenance, initial)
 
     def pools(self, account: str) -> list[str]:

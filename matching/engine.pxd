@@ -28,8 +28,9 @@ cdef class Matcher:
                          long long qty)
     @cython.locals(order=Order)
     cpdef cancel(self, object ts, str account, str symbol, object order_id)
-    @cython.locals(order=Order, book=Book, level=Level, price_step=cython.long, qty_step=cython.long,
-                   crosses=cython.bint, out=list, heap=list)
+    @cython.locals(order=Order, price_step=cython.long, qty_step=cython.long)
+    cpdef str amend_check(self, str account, str symbol, object order_id, object price, object qty)
+    @cython.locals(order=Order, book=Book, level=Level, crosses=cython.bint, out=list, heap=list)
     cpdef amend(self, object ts, str account, str symbol, object order_id, object price, object qty)
     @cython.locals(a=cython.int, i=Py_ssize_t)
     cpdef apply_columns(self, list ts, list action, list account, list symbol, list order_id,

@@ -197,30 +197,43 @@ class Matcher:
         order.book.remove_order(order)
         self.out.append((CANCELLED, ts, account, symbol, order_id, R_USER, 0))
 
-    def amend(
-        self, ts: int, account: str, symbol: str, order_id: int, price: int | None, qty: int | None
-    ) -> None:
-        """Change a live order's open qty and/or price (None keeps it); see the module doc."""
-        out = self.out
+    def amend_check(self, account: str, symbol: str, order_id: int, price: int | None,
+                    qty: int | None) -> str | None:
+        """The reject reason of an amend's checks (unknown_order, invalid_price, off_tick,
+        invalid_qty), or None. Pure, like `door_check`."""
         order = self.orders.get(order_id)
         if order is None or order.account != account or order.book.symbol != symbol:
-            out.append((REJECTED, ts, account, symbol, order_id, R_UNKNOWN_ORDER, 0))
-            return
+            return R_UNKNOWN_ORDER
         book, price_step, qty_step, _ = self._specs[symbol]
         if price is None:
             price = order.price
         if qty is None:
             qty = order.qty
-        reason = None
         if price <= 0:
-            reason = R_INVALID_PRICE
-        elif price % price_step:
-            reason = R_OFF_TICK
-        elif qty < 0 or qty % qty_step:
-            reason = R_INVALID_QTY
+            return R_INVALID_PRICE
+        if price % price_step:
+            return R_OFF_TICK
+        if qty < 0 or qty % qty_step:
+            return R_INVALID_QTY
+        return None
+
+    def amend(
+        self, ts: int, account: str, symbol: str, order_id: int, price: int | None, qty: int | None
+    ) -> None:
+        """Change a live order's open qty and/or price (None keeps it); see the module doc."""
+        out = self.out
+        reason = self.amend_check(account, symbol, order_id, price, qty)
         if reason is not None:
-            out.append((REJECTED, ts, account, symbol, order_id, reason, order.qty))
+            order = self.orders.get(order_id)
+            remaining = 0 if reason == R_UNKNOWN_ORDER else order.qty
+            out.append((REJECTED, ts, account, symbol, order_id, reason, remaining))
             return
+        order = self.orders[order_id]
+        book = order.book
+        if price is None:
+            price = order.price
+        if qty is None:
+            qty = order.qty
         if qty == 0:
             del self.orders[order_id]
             book.remove_order(order)

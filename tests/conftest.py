@@ -1,9 +1,9 @@
 """Test-wide setup.
 
-MATCHING_PURE=1 runs the suite on the pure-Python matcher (matching/*.py) instead of the
-compiled extension modules built from the same sources: the .py files are the reference
-implementation and both must pass the same tests (`make test` runs the matching tests both
-ways).
+PURE_PYTHON=1 runs the suite on the pure-Python sources (matching/, clearing/,
+backtest/*.py) instead of the extension modules setup.py compiles from the same files: the
+.py files are the reference implementation and both must pass the same tests (`make test`
+runs the matching, clearing and replay tests both ways).
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import os
 import sys
 from pathlib import Path
 
-PURE = os.environ.get("MATCHING_PURE") == "1"
+PURE = os.environ.get("PURE_PYTHON") == "1"
+COMPILED_PACKAGES = ("matching", "clearing", "backtest")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class _PureMatchingFinder(importlib.abc.MetaPathFinder):
-    """Resolve matching.* to the .py sources, never the compiled modules beside them."""
+class _PureSourceFinder(importlib.abc.MetaPathFinder):
+    """Resolve the compiled packages' modules to their .py sources, never the extension
+    modules beside them."""
 
     def find_spec(self, name, path, target=None):
-        if name != "matching" and not name.startswith("matching."):
+        if name.split(".")[0] not in COMPILED_PACKAGES:
             return None
         parts = name.split(".")
         base = ROOT.joinpath(*parts)
@@ -38,6 +40,6 @@ class _PureMatchingFinder(importlib.abc.MetaPathFinder):
 
 
 if PURE:
-    assert not any(m == "matching" or m.startswith("matching.") for m in sys.modules), \
-        "matching was imported before conftest could select the pure-Python modules"
-    sys.meta_path.insert(0, _PureMatchingFinder())
+    assert not any(m.split(".")[0] in COMPILED_PACKAGES for m in sys.modules), \
+        "a compiled package was imported before conftest could select the pure-Python modules"
+    sys.meta_path.insert(0, _PureSourceFinder())

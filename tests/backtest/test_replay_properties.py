@@ -18,14 +18,14 @@ from backtest.replay import MARGIN_CALL, RANK_FUNDING, RANK_MARKS, RANK_TRANSFER
 from clearing.margin import MarginTiers
 from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
 from matching import Matcher, SymbolRules
-from matching.types import BUY, GTC, IOC, LIMIT, MARKET, NEW, CANCEL, SELL, STP_CANCEL_TAKER
+from matching.types import AMEND, BUY, CANCEL, GTC, IOC, LIMIT, MARKET, NEW, SELL, STP_CANCEL_TAKER
 
 TIERS = MarginTiers.from_rows([[0, 400_000, 0], [5_000_000, 1_000_000, 30_000]], max_leverage=20)
 SYMBOLS = {"BTCUSDT": SymbolSpec("USDT", 100, TIERS), "ETHUSDC": SymbolSpec("USDC", 10, TIERS)}
 ACCOUNTS = ["a", "b", "c", "d", "e"]
 
 orders = st.tuples(st.just("order"), st.sampled_from(ACCOUNTS), st.sampled_from(sorted(SYMBOLS)),
-                   st.sampled_from([BUY, SELL]), st.sampled_from(["limit", "ioc", "market", "cancel"]),
+                   st.sampled_from([BUY, SELL]), st.sampled_from(["limit", "ioc", "market", "cancel", "amend"]),
                    st.integers(95, 105), st.integers(1, 40), st.booleans())
 marks = st.tuples(st.just("mark"), st.sampled_from(sorted(SYMBOLS)), st.integers(80, 120))
 fundings = st.tuples(st.just("funding"), st.sampled_from(sorted(SYMBOLS)),
@@ -71,6 +71,9 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
             order_id += 1
             if kind == "cancel":
                 row = (CANCEL, order_id - 1, BUY, LIMIT, GTC, None, None)
+            elif kind == "amend":  # one of the last three orders: a new price, or a new qty
+                target = max(1, order_id - 1 - price % 3)
+                row = (AMEND, target, BUY, LIMIT, GTC, price if qty % 2 else None, qty)
             elif kind == "market":
                 row = (NEW, order_id, side, MARKET, IOC, None, qty)
             else:
@@ -78,14 +81,21 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
             action, oid, side, otype, tif, p, q = row
             replay.orders(([ts], [action], [account], [symbol], [oid], [side], [otype], [tif],
                            [p], [q], [STP_CANCEL_TAKER], [reduce_only]))
+            # The open-order margin bound the pre-trade fast path trusts is never below the
+            # exact figure (computing the exact one resets the bound: checked first).
+            for acct in ACCOUNTS:
+                for asset in ("USDT", "USDC"):
+                    bound = replay._orders_margin_bound(acct, asset)
+                    exact = replay._orders_margin(acct, asset)
+                    assert bound is None or bound >= exact, (acct, asset, bound, exact)
         else:
             if event[0] == "mark":
-                replay.events.append((ts, RANK_MARKS, ts, "mark", event[1], event[2]))
+                replay.schedule([(ts, RANK_MARKS, ts, "mark", event[1], event[2])])
             elif event[0] == "funding":
-                replay.events.append((ts, RANK_FUNDING, ts, "funding", event[1], Fraction(event[2]), "table"))
+                replay.schedule([(ts, RANK_FUNDING, ts, "funding", event[1], Fraction(event[2]), "table")])
             else:
                 _, account, kind, asset, amount = event
-                replay.events.append((ts, RANK_TRANSFERS, ts, "transfer", ts, account, kind, asset, amount))
+                replay.schedule([(ts, RANK_TRANSFERS, ts, "transfer", ts, account, kind, asset, amount)])
             replay.until(ts)
         # Conservation after every event, both forms, every asset.
         for asset in ("USDT", "USDC"):
@@ -106,5 +116,6 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
     calls = [r for r in replay.out if r[0] == MARGIN_CALL]
     assert all(r[4] <= r[5] for r in calls)  # equity <= maintenance in every call
     note_event(f"margin calls: {min(len(calls), 2)}")
+    note_event(f"insufficient_margin rejects: {min(2, sum(r[5] == 'insufficient_margin' for r in replay.out if r[0] == 'rejected'))}")
     # The replay's own sequence count agrees with the writer's rule (a fill is three rows).
     assert replay.seq == sum(3 if r[0] == "fill" else 1 for r in replay.out)
