@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd clearing/*.py) backtest/replay.py
 
-DEMO_DATA := data/demo-orders
-DEMO_RUN := runs/demo-match
+DEMO_DATA := data/demo-day
+DEMO_RUN := runs/demo-day
 
 .PHONY: demo test test-fast bench clean
 
@@ -21,11 +21,11 @@ $(STAMP): $(DEPS)
 	@touch $(STAMP)
 
 $(DEMO_DATA)/orders.parquet: $(STAMP)
-	$(BIN)/backtest generate orders $(DEMO_DATA) --n 1000000 --seed 1
+	$(BIN)/backtest generate orders $(DEMO_DATA) --clearing --n 1000000 --accounts 2000 --seed 1
 
 demo: $(STAMP) $(DEMO_DATA)/orders.parquet
-	$(BIN)/backtest match $(DEMO_DATA) --out $(DEMO_RUN)
-	@echo "summary: $(DEMO_RUN)/summary.json"
+	$(BIN)/backtest run $(DEMO_DATA) --out $(DEMO_RUN)
+	@echo "summary: $(DEMO_RUN)/summary.json (tables beside it; docs/run.md says what each holds)"
 
 # The whole suite on the compiled modules, then the matching, clearing and replay suites
 # (and clearing's doctests) again on the pure-Python reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.
@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -m bench --benchmark-enable --benchmark-columns=min,median,rounds
 
 clean:
-	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so clearing/*.c clearing/*.so backtest/*.c backtest/*.so runs data/demo-orders
+	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so clearing/*.c clearing/*.so backtest/*.c backtest/*.so runs data/demo-day

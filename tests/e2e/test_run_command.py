@@ -155,3 +155,12 @@ def test_missing_margin_tiers_exit_2_naming_the_key(dataset, tmp_path, capsys):
     (broken / "dataset.toml").write_text(toml.replace("margin_tiers.BTCUSDT", "margin_tiers.ETHUSDT"))
     assert main(["run", str(broken), "--out", str(tmp_path / "run")]) == 2
     assert "rules.margin_tiers.BTCUSDT: missing" in capsys.readouterr().err
+
+
+def test_bench_json_reports_the_run_against_the_matcher(dataset, capsys):
+    assert main(["bench", "--dataset", str(dataset), "--json", "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["messages"] == 100_000
+    assert result["replay_events_per_s"] > 0
+    ratio = result["replay_events_per_s"] / result["matcher_msgs_per_s"]
+    assert abs(result["replay_to_matcher"] - ratio) <= 0.001
