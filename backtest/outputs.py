@@ -52,6 +52,16 @@ MARGIN_CALLS_SCHEMA = pa.schema([
     ("equity", pa.int64()), ("maintenance_margin", pa.int64()), ("initial_margin", pa.int64()),
     ("trigger", _DICT),
 ])
+ADL_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("liquidation_id", pa.int64()),
+    ("liquidated_account", _DICT), ("symbol", _DICT), ("account", _DICT), ("qty", pa.int64()),
+    ("notional", pa.int64()), ("price", pa.int64()), ("rank", pa.string()),
+    ("rank_value", pa.float64()),
+])
+INSURANCE_FUND_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("asset", _DICT), ("change", pa.int64()),
+    ("balance", pa.int64()), ("cause", _DICT), ("liquidation_id", pa.int64()),
+])
 TRANSFER_EVENTS_SCHEMA = pa.schema([
     ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("kind", _DICT),
     ("asset", _DICT), ("amount", pa.int64()), ("status", _DICT), ("reason", _DICT),
@@ -62,7 +72,10 @@ SIMPLE_TABLES = {
     "funding": ("funding", FUNDING_SCHEMA),
     "margin_call": ("margin_calls", MARGIN_CALLS_SCHEMA),
     "transfer": ("transfer_events", TRANSFER_EVENTS_SCHEMA),
+    "adl": ("adl", ADL_SCHEMA),
+    "insurance": ("insurance_fund", INSURANCE_FUND_SCHEMA),
 }
+FILL_ROW = "fill_row"  # a fills row without order events (takeover, adl): clearing/settlement.py
 BOOK_SCHEMA = pa.schema([
     ("symbol", pa.string()), ("side", pa.string()), ("price", pa.int64()), ("qty", pa.int64()),
     ("order_count", pa.int64()),
@@ -132,11 +145,11 @@ class MatchOutputWriter:
             return
         kinds = [r[0] for r in records]
         is_fill = [k == FILL for k in kinds]
+        present = set(kinds)
         starts = list(accumulate((3 if f else 1 for f in is_fill), initial=self.seq + 1))
         self.seq = starts.pop() - 1
         fill_recs = list(compress(records, is_fill))
         fill_seq = list(compress(starts, is_fill))
-        present = set(kinds)
         for kind in sorted(present & self._simple.keys()):
             self._write_simple(kind, records, kinds, starts)
         if present <= {FILL, *EVENT_NAMES}:
@@ -144,7 +157,7 @@ class MatchOutputWriter:
         else:
             names = set(EVENT_NAMES)
             is_event = [k in names for k in kinds]
-            unknown = present - names - {FILL} - self._simple.keys()
+            unknown = present - names - {FILL, FILL_ROW} - self._simple.keys()
             if unknown:
                 raise ValueError(f"records of unknown kind: {sorted(unknown)}")
         ev_cols = [list(c) for c in zip(*compress(records, is_event))] or [[] for _ in range(7)]
@@ -169,8 +182,11 @@ class MatchOutputWriter:
                 [f_ts, fill_seq, f_sym, price, qty, notional, [SIDE_NAMES[x] for x in side],
                  taker_id, maker_id, taker, maker, taker_fee, maker_fee, fill_kind],
                 schema=_plain(FILLS_SCHEMA))
+            if FILL_ROW in present:
+                fills = pa.concat_tables([fills, self._fill_rows(records, kinds, starts)])
+                fills = fills.take(pc.sort_indices(fills["seq"]))
             self._fills.write_table(fills.cast(FILLS_SCHEMA))
-            self.fill_rows += n
+            self.fill_rows += fills.num_rows
             filled = [FILLED] * 2 * n
             event += filled
             ts += f_ts + f_ts
@@ -180,12 +196,25 @@ class MatchOutputWriter:
             reason += [None] * 2 * n
             remaining += t_left + m_left
             ev_seq += [s + 1 for s in fill_seq] + [s + 2 for s in fill_seq]
+        elif FILL_ROW in present:
+            fills = self._fill_rows(records, kinds, starts)
+            self._fills.write_table(fills.cast(FILLS_SCHEMA))
+            self.fill_rows += fills.num_rows
         events = pa.table([ts, ev_seq, account, symbol, order_id, event, reason, remaining],
                           schema=_plain(ORDER_EVENTS_SCHEMA))
         if fill_recs:
             events = events.take(pc.sort_indices(events["seq"]))
         self._events.write_table(events.cast(ORDER_EVENTS_SCHEMA))
         self.event_rows += events.num_rows
+
+    def _fill_rows(self, records: list[tuple], kinds: list[str], starts: list[int]) -> pa.Table:
+        """Fills rows that carry their own notional and no order events (takeover, adl)."""
+        sel = [k == FILL_ROW for k in kinds]
+        (_, ts, symbol, price, qty, side, taker_id, maker_id, taker, maker, taker_fee,
+         maker_fee, kind, notional) = (list(c) for c in zip(*compress(records, sel)))
+        return pa.table([ts, list(compress(starts, sel)), symbol, price, qty, notional,
+                         [SIDE_NAMES[x] for x in side], taker_id, maker_id, taker, maker,
+                         taker_fee, maker_fee, kind], schema=_plain(FILLS_SCHEMA))
 
     def _write_simple(self, kind: str, records: list[tuple], kinds: list[str], starts: list[int]) -> None:
         table_name, schema = SIMPLE_TABLES[kind]

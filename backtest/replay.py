@@ -32,17 +32,55 @@ calls.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from fractions import Fraction
 
+from clearing.liquidation import (Parcel, band_limit, binance_rank, bitmex_rank, equity_shares,
+                                  bankruptcy_notional, safe_price, sweep_size)
+from clearing.money import SCALE, div_ceil
 from clearing.pretrade import OrderIntent, check_order
-from clearing.settlement import Clearing
+from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
 from matching import Matcher
-from matching.types import AMEND, BUY, CANCEL, FILL, LIMIT, NEW, REJECTED
+from matching.types import AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, REJECTED, SELL
 
 MARGIN_CALL = "margin_call"
 TRANSFER = "transfer"
+ADL = "adl"
 TRADE = "trade"
+LIQUIDATION = "liquidation"
+
+
+@dataclass(frozen=True)
+class LiquidationRules:
+    """The rule set's liquidation settings (datasets/rules.py reads them)."""
+
+    execution: str = "sweep"  # ioc_at_bankruptcy | sweep | partial
+    band: int = 5_000_000  # over 1e8 of mark
+    fee: int = 0  # partial mode's liquidation fee over 1e8 of fill notional
+    fund_floor: int = 0  # minor units of each settlement asset
+    ranking: str = "bitmex"  # bitmex | binance
+    price_step: dict[str, int] = field(default_factory=dict)  # symbol -> ticks
+    one_unit: dict[str, int] = field(default_factory=dict)  # asset -> minor units in 1 unit
+
+
+@dataclass
+class Leg:
+    """One step of a `partial` liquidation: the account's own order in the book."""
+
+    liquidation_id: int
+    account: str
+    symbol: str
+    asset: str
+    ts: int
+    trigger_seq: int
+    mark: int
+    position_qty: int  # signed lots held when the step started
+    step_qty: int  # lots the step tried to close
+    bankruptcy_notional: int  # B of the whole position at the step
+    filled_qty: int = 0
+    exit_notional: int = 0
+    fee_income: int = 0  # liquidation fee paid to the fund
 
 RANK_TRANSFERS, RANK_MARKS, RANK_FUNDING = 0, 1, 3
 
@@ -53,7 +91,8 @@ R_NOT_SUPPORTED = "not_supported_yet"  # repay and set_mode: the multi-asset iss
 class Replay:
     """State of one replay: the matcher, clearing, the margin watch and the output list."""
 
-    def __init__(self, matcher: Matcher, clearing: Clearing, events: list[tuple]) -> None:
+    def __init__(self, matcher: Matcher, clearing: Clearing, events: list[tuple],
+                 liquidation: LiquidationRules | None = None) -> None:
         self.matcher = matcher
         self.clearing = clearing
         self.watch = MarginWatch(clearing)
@@ -74,6 +113,13 @@ class Replay:
         self.funding_skipped = 0  # funding times of a symbol with no mark yet
         self.instructions = 0
         self.margin_checks = 0
+        self.liquidation = liquidation or LiquidationRules()
+        self._liq_orders: dict[int, tuple] = {}  # liquidation order id (< 0) -> its parcel or leg
+        self._next_order_id = -1
+        self._next_liquidation_id = 1
+        self.trigger_seq: dict[int, int] = {}  # liquidation id -> seq of its margin_call row
+        self.legs: list[Leg] = []
+        self.liquidated = 0  # liquidation events (an account's pool at a time)
 
     # ------------------------------------------------------------------ merge
 
@@ -128,7 +174,9 @@ class Replay:
                 if order is not None and order.account == account:
                     # More qty or a new price: counted again in full (the bound loosens).
                     self._bound_add(account, symbol, order.qty, order.price)
-            self._clear_fills(ts, n0)
+            touched = self._clear_fills(ts, n0)
+            if touched:
+                self._check(ts, touched, "fill")
         self.instructions += len(ts_col)
 
     def schedule(self, events: Iterable[tuple]) -> None:
@@ -155,8 +203,9 @@ class Replay:
 
     # ------------------------------------------------------------------ handlers
 
-    def _clear_fills(self, ts: int, n0: int) -> None:
-        """Clear the fills among out[n0:], number the new records, check touched accounts."""
+    def _clear_fills(self, ts: int, n0: int) -> set[str] | None:
+        """Clear the fills among out[n0:] (the matcher's records of one call), number the
+        new records, and return the accounts the fills touched (None if none)."""
         out = self.out
         n1 = len(out)
         seq = self.seq
@@ -166,9 +215,20 @@ class Replay:
             r = out[j]
             if r[0] == FILL:
                 seq += 1
-                taker_fee, maker_fee = settle(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9],
-                                              "fill:%d" % seq)
-                out[j] = r + (taker_fee, maker_fee, TRADE)
+                reference = "fill:%d" % seq
+                taker_id = r[6]
+                context = self._liq_orders.get(taker_id) if taker_id < 0 else None
+                if context is None:
+                    taker_fee, maker_fee = settle(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9], reference)
+                    out[j] = r + (taker_fee, maker_fee, TRADE)
+                elif isinstance(context, Parcel):
+                    maker_fee = self.clearing.settle_parcel_fill(r[1], context, r[3], r[4], r[9], reference)
+                    out[j] = r + (0, maker_fee, LIQUIDATION)
+                else:  # a partial liquidation's step: the account's own order, usual fees
+                    taker_fee, maker_fee = settle(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9], reference)
+                    out[j] = r + (taker_fee, maker_fee, LIQUIDATION)
+                    context.filled_qty += r[4]
+                    context.exit_notional += r[3] * r[4] * self.clearing.symbols[r[2]].k
                 seq += 2
                 if touched is None:
                     touched = {r[8], r[9]}
@@ -178,8 +238,7 @@ class Replay:
             else:
                 seq += 1
         self.seq = seq + len(out) - n1
-        if touched is not None:
-            self._check(ts, sorted(touched), "fill")
+        return touched
 
     def _pretrade(self, account: str, symbol: str, side: int, price: int | None, qty: int,
                   reduce_only: bool) -> str | None:
@@ -297,31 +356,296 @@ class Replay:
         return total
 
     def _check(self, ts: int, accounts: Iterable[str], trigger: str) -> None:
-        """Liquidation checks of `accounts` (in the given order, which callers sort)."""
+        """Liquidation checks of `accounts` in account-id order. A pool at or under
+        maintenance margin gets a `margin_call` row (when it enters that state) and is
+        liquidated at once; the accounts its liquidation touched (makers of the liquidation
+        fills, ADL counterparties) are checked next, in id order, until none is left."""
         out = self.out
-        n0 = len(out)
         check = self.watch.check
-        for account in accounts:
-            self.margin_checks += 1
-            due = check(account)
-            called = self.called.get(account)
-            if not due and not called:
-                continue
-            now = set()
-            for asset, figures in due:
-                now.add(asset)
-                if called is None or asset not in called:
-                    out.append((MARGIN_CALL, ts, account, asset, figures.equity,
-                                figures.maintenance, figures.initial, trigger))
-            if now:
-                self.called[account] = now
-            else:
-                del self.called[account]
-        self.seq += len(out) - n0
+        pending = sorted(set(accounts))
+        while pending:
+            touched: set[str] = set()
+            for account in pending:
+                self.margin_checks += 1
+                due = check(account)
+                called = self.called.get(account)
+                if not due and not called:
+                    continue
+                now = set()
+                for asset, figures in due:
+                    now.add(asset)
+                    if called is None or asset not in called:
+                        out.append((MARGIN_CALL, ts, account, asset, figures.equity,
+                                    figures.maintenance, figures.initial, trigger))
+                        self.seq += 1
+                    touched |= self._liquidate(ts, account, asset)
+                    now.discard(asset)  # liquidated: flat (or healthy) in that pool now
+                if now:
+                    self.called[account] = now
+                else:
+                    self.called.pop(account, None)
+            touched.discard(FUND)
+            pending = sorted(a for a in touched if not is_exchange_account(a))
+            trigger = LIQUIDATION
 
     def _mark(self, ts: int, symbol: str, mark: int) -> None:
+        """A mark update: the fund's open parcels in the symbol are worked again (takeover
+        order), then the accounts it (or those fills) may have made liquidatable are checked."""
         self.clearing.marks[symbol] = mark
-        self._check(ts, self.watch.leaving(symbol, mark), "mark")
+        touched: set[str] = set()
+        for parcel in list(self.clearing.live_parcels[symbol]):
+            touched |= self._work(ts, parcel)
+        accounts = self.watch.leaving(symbol, mark)
+        if touched:
+            accounts = sorted(set(accounts) | touched)
+        self._check(ts, accounts, "mark")
+
+    # ------------------------------------------------------------------ liquidation
+
+    def _liquidate(self, ts: int, account: str, asset: str) -> set[str]:
+        """CLEARING.md section 5 for one pool: cancel the account's orders (reason
+        `liquidation`), then `partial` steps or the takeover, then work the parcels."""
+        matcher, out = self.matcher, self.out
+        self.liquidated += 1
+        trigger_seq = self.seq  # the margin_call row just written
+        ids = sorted(oid for oid in self.open_orders.pop(account, []) if oid in matcher.orders)
+        self._bound.pop(account, None)
+        n0 = len(out)
+        for oid in ids:
+            order = matcher.orders[oid]
+            if order.account == account:
+                matcher.cancel(ts, account, order.book.symbol, oid, R_LIQUIDATION)
+        self.seq += len(out) - n0
+        touched: set[str] = set()
+        c = self.clearing
+        execution = self.liquidation.execution
+        if execution == "partial":
+            touched |= self._partial(ts, account, asset, trigger_seq)
+            figures = c.pool(account, asset)
+            if (figures.equity > figures.maintenance
+                    or not any(c.symbols[s].settle == asset for s in c.positions.get(account, ()))):
+                self.watch.check(account)
+                return touched
+            execution = "sweep"  # what the steps could not close is taken over and swept
+        n0 = len(out)
+        parcels = c.takeover(ts, account, asset, self._next_liquidation_id, execution)
+        self._next_liquidation_id += len(parcels)
+        self.seq += len(out) - n0
+        for parcel in parcels:
+            self.trigger_seq[parcel.liquidation_id] = trigger_seq
+        for parcel in parcels:
+            touched |= self._work(ts, parcel)
+        self.watch.check(account)  # re-arm its safe ranges for what it still holds
+        return touched
+
+    def _levels(self, symbol: str, selling: bool, limit: int) -> list[tuple[int, int]]:
+        """(price, qty) of the book levels a liquidation order at `limit` would meet, in the
+        order it meets them."""
+        book = self.matcher.books[symbol]
+        if selling:
+            return [(p, book.bids[p].qty) for p in sorted((p for p in book.bids if p >= limit), reverse=True)]
+        return [(p, book.asks[p].qty) for p in sorted(p for p in book.asks if p <= limit)]
+
+    def _take(self, ts: int, account: str, symbol: str, side: int, limit: int, qty: int,
+              context: object) -> tuple[int, set[str]]:
+        """Send one liquidation order to the matcher and clear its fills at once."""
+        oid = self._next_order_id
+        self._next_order_id -= 1
+        self._liq_orders[oid] = context
+        n0 = len(self.out)
+        filled = self.matcher.take(ts, account, symbol, oid, side, limit, qty)
+        touched = self._clear_fills(ts, n0) or set()
+        del self._liq_orders[oid]
+        return filled, touched
+
+    def _work(self, ts: int, parcel: Parcel) -> set[str]:
+        """Work one parcel into the book by its execution mode (section 5.3); send to ADL
+        what `ioc_at_bankruptcy` leaves or what the floor forbids."""
+        c, rules = self.clearing, self.liquidation
+        spec = c.symbols[parcel.symbol]
+        mark = c.marks.get(parcel.symbol)
+        selling = parcel.qty > 0
+        step = rules.price_step.get(parcel.symbol, 1)
+        touched: set[str] = set()
+        if parcel.execution == "ioc_at_bankruptcy":
+            limit = safe_price(parcel.cost, parcel.qty, spec.k, selling=selling, step=step)
+            size, to_adl = abs(parcel.qty), True
+        else:
+            if mark is None:
+                return touched  # nothing to put a band around until the first mark
+            limit = band_limit(mark, rules.band, selling=selling, step=step)
+            fund = c.ledger.balance(FUND, parcel.asset)
+            available, size = sweep_size(parcel, self._levels(parcel.symbol, selling, limit),
+                                         spec.k, fund, rules.fund_floor)
+            to_adl = size < available
+        if size > 0:
+            _, touched = self._take(ts, FUND, parcel.symbol, SELL if selling else BUY, limit, size, parcel)
+        if to_adl and parcel.qty:
+            touched |= self._adl(ts, parcel)
+        return touched
+
+    def _rank(self, account: str, asset: str, symbol: str) -> Fraction | None:
+        """The ADL rank of `account`'s position in `symbol` at the current marks (None ranks
+        last), by the rule set's `adl.ranking`."""
+        c = self.clearing
+        held = c.positions[account]
+        pos = held[symbol]
+        spec = c.symbols[symbol]
+        figures = c.pool(account, asset)
+        mark = c.marks.get(symbol)
+        at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
+        if self.liquidation.ranking == "binance":
+            unrealised = at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
+            wallet = c.ledger.balance(account, asset)
+            maintenance = spec.tiers.maintenance(at_mark)
+            return binance_rank(unrealised, wallet, maintenance, figures.equity,
+                                self.liquidation.one_unit.get(asset, 1))
+        notionals = []
+        for s in sorted(held):
+            if c.symbols[s].settle == asset:
+                m = c.marks.get(s)
+                notionals.append((s, held[s].cost if m is None else abs(held[s].qty) * m * c.symbols[s].k))
+        share = equity_shares(figures.equity, notionals)[symbol]
+        return bitmex_rank(pos.qty, pos.cost, at_mark, share)
+
+    def _adl(self, ts: int, parcel: Parcel) -> set[str]:
+        """Close the parcel's remainder against opposite user positions, best-ranked first
+        (ties by account id), each taking min(remainder, its position); then against the
+        fund's own opposite parcels, oldest first; what is left stays in the parcel."""
+        c, out = self.clearing, self.out
+        symbol, asset = parcel.symbol, parcel.asset
+        spec = c.symbols[symbol]
+        long_parcel = parcel.qty > 0
+        candidates = []
+        for account, pos in c.holders[symbol].items():
+            if (pos.qty > 0) != long_parcel and not is_exchange_account(account):
+                rank = self._rank(account, asset, symbol)
+                candidates.append((rank is None, -(rank or 0), account, rank))
+        candidates.sort()
+        touched: set[str] = set()
+        reference = f"adl:{parcel.liquidation_id}"
+        n0 = len(out)
+        for _, _, account, rank in candidates:
+            if not parcel.qty:
+                break
+            qty = self._adl_capacity(account, parcel, min(abs(parcel.qty), abs(c.holders[symbol][account].qty)))
+            if qty == 0:
+                continue
+            notional = c.adl_fill(ts, parcel, account, qty, reference)
+            price = safe_price(notional, qty, spec.k, selling=long_parcel)
+            out.append((FILL_ROW, ts, symbol, price, qty, SELL if long_parcel else BUY, None, None,
+                        FUND, account, 0, 0, ADL, notional))
+            out.append((ADL, ts, parcel.liquidation_id, parcel.account, symbol, account, qty,
+                        notional, price, "last" if rank is None else str(rank),
+                        None if rank is None else float(rank)))
+            touched.add(account)
+        for other in list(c.live_parcels[symbol]):
+            if not parcel.qty:
+                break
+            if other is parcel or (other.qty > 0) == long_parcel:
+                continue
+            qty = min(abs(parcel.qty), abs(other.qty))
+            notional = c.parcel_cross(ts, parcel, other, qty, reference)
+            price = safe_price(notional, qty, spec.k, selling=long_parcel)
+            out.append((FILL_ROW, ts, symbol, price, qty, SELL if long_parcel else BUY, None, None,
+                        FUND, FUND, 0, 0, ADL, notional))
+            out.append((ADL, ts, parcel.liquidation_id, parcel.account, symbol, FUND, qty,
+                        notional, price, "fund_parcel", None))
+        self.seq += len(out) - n0
+        return touched
+
+    def _adl_capacity(self, account: str, parcel: Parcel, most: int) -> int:
+        """The lots (<= `most`) `account` can take from `parcel` by ADL without its equity
+        going below 0. Closing k lots at the parcel's removed cost n(k) changes its equity
+        by exactly mark notional(k) - n(k) for a short taking a long parcel (n(k) - mark
+        notional(k) for a long): negative only when the parcel's bankruptcy price is beyond
+        the mark, i.e. the liquidated account was already bankrupt at the trigger. Our
+        reading (docs/run.md): ADL never makes a user bankrupt; what it cannot place stays
+        in the parcel. The change is monotone in k, so bisection finds the largest k."""
+        c = self.clearing
+        spec = c.symbols[parcel.symbol]
+        mark = c.marks.get(parcel.symbol)
+        pos = c.holders[parcel.symbol][account]
+        held = abs(pos.qty)
+        equity = c.pool(account, parcel.asset).equity
+
+        def valued(k: int) -> int:
+            """What k of the account's lots count for in its equity now: their mark
+            notional, or before the first mark their entry cost (as clearing values them)."""
+            if mark is not None:
+                return k * mark * spec.k
+            if k == held:
+                return pos.cost
+            return div_ceil(pos.cost * k, held) if pos.qty > 0 else (pos.cost * k) // held
+
+        def after(k: int) -> int:
+            n = parcel.removal(k)
+            return equity + (valued(k) - n if parcel.qty > 0 else n - valued(k))
+
+        if after(most) >= 0:
+            return most
+        if after(1) < 0:
+            return 0
+        lo, hi = 1, most  # after(lo) >= 0 > after(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if after(mid) >= 0:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _partial(self, ts: int, account: str, asset: str, trigger_seq: int) -> set[str]:
+        """`partial` (section 5.3): while the pool is liquidatable, close the largest
+        position (ties: smallest symbol) in the lowest tier, or the fewest lots that bring
+        its mark notional below its tier's floor, with an order of the account's own,
+        limited to the band or the position's bankruptcy price, whichever is nearer the
+        mark; its fills pay the taker fee plus `liquidation.fee` (rounded up, capped at the
+        account's equity after them) to the fund. A step that fills nothing ends it."""
+        c, rules = self.clearing, self.liquidation
+        touched: set[str] = set()
+        while True:
+            held = c.positions.get(account, {})
+            symbols = sorted(s for s in held if c.symbols[s].settle == asset)
+            figures = c.pool(account, asset)
+            if not symbols or figures.equity > figures.maintenance:
+                return touched
+            notionals = []
+            for s in symbols:
+                mark = c.marks.get(s)
+                notionals.append((s, held[s].cost if mark is None else abs(held[s].qty) * mark * c.symbols[s].k))
+            symbol, at_mark = min(notionals, key=lambda item: (-item[1], item[0]))
+            mark = c.marks.get(symbol)
+            if mark is None:
+                return touched  # no mark: no band; the takeover handles it
+            spec, pos = c.symbols[symbol], held[symbol]
+            tier = spec.tiers.tier(at_mark)
+            lots = abs(pos.qty)
+            step_qty = lots if tier == 0 else lots - (spec.tiers.floors[tier] - 1) // (mark * spec.k)
+            b = bankruptcy_notional(pos.qty, at_mark, equity_shares(figures.equity, notionals)[symbol])
+            selling = pos.qty > 0
+            step = rules.price_step.get(symbol, 1)
+            bankrupt = safe_price(b, pos.qty, spec.k, selling=selling, step=step)
+            band = band_limit(mark, rules.band, selling=selling, step=step)
+            limit = max(bankrupt, band) if selling else min(bankrupt, band)
+            leg = Leg(self._next_liquidation_id, account, symbol, asset, ts, trigger_seq, mark,
+                      pos.qty, step_qty, b)
+            self._next_liquidation_id += 1
+            self.legs.append(leg)
+            filled, more = self._take(ts, account, symbol, SELL if selling else BUY, limit, step_qty, leg)
+            touched |= more
+            if filled == 0:
+                return touched
+            equity = c.pool(account, asset).equity
+            charge = min(div_ceil(leg.exit_notional * rules.fee, SCALE), max(0, equity))
+            if charge:
+                n0 = len(self.out)
+                reference = f"liquidation:{leg.liquidation_id}"
+                c.ledger.post(ts, account, asset, -charge, "liquidation_fee", reference)
+                c.fund_post(ts, asset, charge, "liquidation_fee", reference, "liquidation_fee",
+                            leg.liquidation_id)
+                leg.fee_income = charge
+                self.seq += len(self.out) - n0
 
     def _funding(self, ts: int, symbol: str, rate: Fraction, source: str) -> None:
         mark = self.clearing.marks.get(symbol)

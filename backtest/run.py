@@ -17,10 +17,12 @@ import pyarrow.parquet as pq
 
 from backtest.match import _event_counts, gc_paused
 from backtest.outputs import MatchOutputWriter, staged_run_folder, write_book_final, write_summary
-from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, Replay
+from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, LiquidationRules, Replay
 from clearing.funding import premium_index_rate, rate_at_scale
-from clearing.money import SCALE
-from clearing.settlement import Clearing, SymbolSpec
+from clearing.liquidation import display_price
+from clearing.money import SCALE, div_ceil, div_floor
+from clearing.ledger import EXCHANGE_ACCOUNTS
+from clearing.settlement import FUND, Clearing, SymbolSpec
 from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from datasets.rules import RuleSet, load_rules
@@ -36,6 +38,7 @@ ACCOUNTS_FINAL_SCHEMA = pa.schema([
 ])
 POSITIONS_FINAL_SCHEMA = pa.schema([
     ("account", pa.string()), ("symbol", pa.string()), ("qty", pa.int64()), ("entry_cost", pa.int64()),
+    ("liquidation_id", pa.int64()),
 ])
 
 
@@ -50,6 +53,9 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
                for s, i in manifest.instruments.items()}
     clearing = Clearing(symbols, rules.fees)
     openings: dict[tuple[str, str], int] = {}
+    if rules.fund_opening:
+        openings[(FUND, rules.fund_asset)] = rules.fund_opening
+        clearing.ledger.open_balance(FUND, rules.fund_asset, rules.fund_opening)
     path = _optional(dataset, "accounts")
     if path is not None:
         frame = load_table(path, ACCOUNTS, known={"asset": set(manifest.assets)})
@@ -62,6 +68,9 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
             if tier is not None and tier >= tiers:
                 faults.append(f"row {row}, column fee_tier: {tier} but the rules define tiers "
                               f"0..{tiers - 1} (rules.fees, rules.fee_tiers)")
+            if account in EXCHANGE_ACCOUNTS:
+                faults.append(f"row {row}, column account: {account!r} is an exchange account; "
+                              "the insurance fund's opening comes from rules.insurance_fund.opening")
             openings[(account, asset)] = balance
             clearing.ledger.open_balance(account, asset, balance)
             if tier:
@@ -143,7 +152,8 @@ def run_replay(dataset: Path, out: Path, *,
     """Replay `dataset` into run folder `out`; return the summary. Raises InputError
     (nothing written) on bad input. `progress(done, total)` after each order batch."""
     manifest = load_manifest(dataset)
-    rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path))
+    rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path),
+                       sorted({i.settle for i in manifest.instruments.values()}))
     orders_path = _optional(dataset, "orders")
     total = check_orders(orders_path) if orders_path is not None else 0
     clearing, openings = _load_clearing(dataset, manifest, rules)
@@ -151,7 +161,12 @@ def run_replay(dataset: Path, out: Path, *,
     opening_positions = {(a, s): (p.qty, p.cost) for a, held in clearing.positions.items()
                          for s, p in held.items()}
     matcher = Matcher(manifest.matcher_rules())
-    replay = Replay(matcher, clearing, events)
+    liquidation = LiquidationRules(
+        execution=rules.execution, band=rules.band, fee=rules.liquidation_fee,
+        fund_floor=rules.fund_floor, ranking=rules.adl_ranking,
+        price_step={s: i.price_step for s, i in manifest.instruments.items()},
+        one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
+    replay = Replay(matcher, clearing, events, liquidation)
     for account in sorted(clearing.positions):
         replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
@@ -176,6 +191,7 @@ def run_replay(dataset: Path, out: Path, *,
         levels = write_book_final(matcher, stage / "book_final.parquet")
         _write_accounts_final(clearing, openings, stage / "accounts_final.parquet")
         _write_positions_final(clearing, stage / "positions_final.parquet")
+        liquidations = write_liquidations(replay, stage / "liquidations.parquet")
         summary = {
             "command": "run",
             "dataset": manifest.name,
@@ -191,6 +207,10 @@ def run_replay(dataset: Path, out: Path, *,
             "fees_collected": {asset: bal for (acct, asset), bal in sorted(clearing.ledger.balances.items())
                                if acct == "fees"},
             "conservation": conservation(clearing, openings, opening_positions, replay),
+            "liquidation": headline(stage, liquidations, rules.fund_asset, rules.fund_opening),
+            "rules": {"execution": rules.execution, "band": rules.band,
+                      "fund_opening": rules.fund_opening, "fund_floor": rules.fund_floor,
+                      "adl_ranking": rules.adl_ranking},
         }
         summary.update(_event_counts(stage))
         write_summary(stage, summary)
@@ -218,6 +238,9 @@ def conservation(clearing: Clearing, openings: dict[tuple[str, str], int],
                 signed_cost += cost if qty > 0 else -cost
             return unrealised, signed_cost
         now = {(a, s): (p.qty, p.cost) for a, held in clearing.positions.items() for s, p in held.items()}
+        for parcel in clearing.parcels:  # each parcel is a position of its own
+            if parcel.qty:
+                now[(f"{FUND}#{parcel.liquidation_id}", parcel.symbol)] = (parcel.qty, parcel.cost)
         unrealised, signed_cost = at_marks(now)
         opening_unrealised, opening_signed_cost = at_marks(opening_positions)
         balances = clearing.ledger.total(asset)
@@ -245,6 +268,83 @@ def _write_accounts_final(clearing: Clearing, openings: dict[tuple[str, str], in
 
 
 def _write_positions_final(clearing: Clearing, path: Path) -> None:
-    rows = sorted((a, s, p.qty, p.cost) for a, held in clearing.positions.items() for s, p in held.items())
-    cols = [list(c) for c in zip(*rows)] or [[], [], [], []]
+    """Every open position, then the insurance fund's open parcels (each its own row,
+    with its liquidation id), sorted by account, symbol, liquidation id."""
+    rows = [(a, s, p.qty, p.cost, None) for a, held in clearing.positions.items() for s, p in held.items()]
+    rows += [(FUND, p.symbol, p.qty, p.cost, p.liquidation_id) for p in clearing.parcels if p.qty]
+    rows.sort(key=lambda r: (r[0], r[1], r[4] or 0))
+    cols = [list(c) for c in zip(*rows)] or [[], [], [], [], []]
     pq.write_table(pa.table(cols, schema=POSITIONS_FINAL_SCHEMA), path, compression="zstd")
+
+
+LIQUIDATIONS_SCHEMA = pa.schema([
+    ("liquidation_id", pa.int64()), ("ts", pa.int64()), ("seq", pa.int64()),
+    ("account", pa.string()), ("symbol", pa.string()), ("asset", pa.string()),
+    ("qty", pa.int64()), ("mark_price", pa.int64()), ("bankruptcy_notional", pa.int64()),
+    ("bankruptcy_price", pa.int64()), ("filled_qty", pa.int64()), ("exit_notional", pa.int64()),
+    ("avg_fill_price", pa.float64()), ("slippage", pa.int64()), ("slippage_bps", pa.float64()),
+    ("fund_result", pa.int64()), ("adl_qty", pa.int64()), ("adl_notional", pa.int64()),
+    ("remaining_qty", pa.int64()), ("execution", pa.string()),
+])
+
+
+def write_liquidations(replay: Replay, path: Path) -> pa.Table:
+    """One row per liquidation (a parcel the fund took over, or a step of a `partial`
+    liquidation), in liquidation-id order. `qty` is signed (the account's side);
+    `seq` is the margin_call row that triggered it. Slippage is measured on the lots closed
+    in the book against their share of the bankruptcy notional: positive = worse than
+    bankruptcy (a shortfall), in minor units and in basis points of that share."""
+    clearing = replay.clearing
+    rows = []
+    for p in clearing.parcels:
+        k = clearing.symbols[p.symbol].k
+        slippage = p.removed_cost - p.exit_notional if p.taken_qty > 0 else p.exit_notional - p.removed_cost
+        rows.append((p.liquidation_id, p.ts, replay.trigger_seq.get(p.liquidation_id), p.account,
+                     p.symbol, p.asset, p.taken_qty, p.mark, p.bankruptcy_notional,
+                     display_price(p.bankruptcy_notional, p.taken_qty, k), p.filled_qty,
+                     p.exit_notional, p.exit_notional / (p.filled_qty * k) if p.filled_qty else None,
+                     slippage, slippage * 10_000 / p.removed_cost if p.removed_cost else None,
+                     p.fund_result, p.adl_qty, p.adl_notional, abs(p.qty), p.execution))
+    for leg in replay.legs:
+        k = clearing.symbols[leg.symbol].k
+        lots = abs(leg.position_qty)
+        share = (div_ceil if leg.position_qty > 0 else div_floor)(leg.bankruptcy_notional * leg.filled_qty, lots)
+        slippage = share - leg.exit_notional if leg.position_qty > 0 else leg.exit_notional - share
+        qty = leg.step_qty if leg.position_qty > 0 else -leg.step_qty
+        rows.append((leg.liquidation_id, leg.ts, leg.trigger_seq, leg.account, leg.symbol, leg.asset,
+                     qty, leg.mark, leg.bankruptcy_notional,
+                     display_price(leg.bankruptcy_notional, leg.position_qty, k), leg.filled_qty,
+                     leg.exit_notional, leg.exit_notional / (leg.filled_qty * k) if leg.filled_qty else None,
+                     slippage if leg.filled_qty else 0,
+                     slippage * 10_000 / share if share else None, leg.fee_income, 0, 0,
+                     leg.step_qty - leg.filled_qty, "partial"))
+    rows.sort(key=lambda r: r[0])
+    cols = [list(c) for c in zip(*rows)] or [[] for _ in LIQUIDATIONS_SCHEMA]
+    table = pa.table(cols, schema=LIQUIDATIONS_SCHEMA)
+    pq.write_table(table, path, compression="zstd")
+    return table
+
+
+def headline(folder: Path, liquidations: pa.Table, asset: str, opening: int) -> dict:
+    """The figures a risk engineer reads first: liquidations (count, notional at
+    bankruptcy, worst slippage), the fund's path (low, close, when it was lowest) and ADL
+    (count and notional)."""
+    frame = pl.from_arrow(liquidations)
+    fund = pl.read_parquet(folder / "insurance_fund.parquet").with_columns(pl.col("asset").cast(pl.String))
+    fund = fund.filter(pl.col("asset") == asset)
+    adl = pl.read_parquet(folder / "adl.parquet")
+    low_row = fund.sort("balance", "seq").head(1)
+    return {
+        "count": frame.height,
+        "accounts": frame["account"].n_unique() if frame.height else 0,
+        "bankruptcy_notional": int(frame["bankruptcy_notional"].sum() or 0) if frame.height else 0,
+        "worst_slippage": int(frame["slippage"].max() or 0) if frame.height else 0,
+        "worst_slippage_bps": float(frame["slippage_bps"].max() or 0) if frame.height else 0.0,
+        "fund_asset": asset,
+        "fund_opening": opening,
+        "fund_low": min(opening, int(fund["balance"].min())) if fund.height else opening,
+        "fund_low_ts": int(low_row["ts"][0]) if fund.height and low_row["balance"][0] < opening else None,
+        "fund_close": int(fund["balance"][-1]) if fund.height else opening,
+        "adl_count": adl.height,
+        "adl_notional": int(adl["notional"].sum() or 0) if adl.height else 0,
+    }

@@ -17,13 +17,18 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
+from clearing.liquidation import Parcel, bankruptcy_notional, display_price, equity_shares
 from clearing.margin import AccountMargin, MarginTiers
 from clearing.money import fee, funding_amounts, notional
 from clearing.positions import Position, apply_fill
+from matching.types import BUY, SELL
 
 FEES = "fees"
 ROUNDING = "rounding"
+FUND = "insurance_fund"
 FUNDING = "funding"  # first field of a funding payment record
+FILL_ROW = "fill_row"  # a fills row with no order events: takeover and adl fills
+INSURANCE = "insurance"  # an insurance_fund output row: the fund's balance changed
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,15 @@ class Clearing:
     marks: dict[str, int] = field(default_factory=dict)  # symbol -> latest mark, ticks
     # Per asset: signed entry cost of the positions loaded at the start (conservation term).
     opening_cost: dict[str, int] = field(default_factory=dict)
+    # The insurance fund's parcels in takeover order (closed ones stay, qty 0), and the
+    # open ones per symbol, also in takeover order.
+    parcels: list[Parcel] = field(default_factory=list)
+    live_parcels: dict[str, list[Parcel]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for symbol in self.symbols:
             self.holders.setdefault(symbol, {})
+            self.live_parcels.setdefault(symbol, [])
         self.out = self.ledger.out
 
     def position(self, account: str, symbol: str) -> Position | None:
@@ -153,19 +163,141 @@ class Clearing:
         out = self.out
         residue = 0
         num, den = rate.numerator, rate.denominator
-        touched = sorted(self.holders[symbol])
-        if not touched:
+        holders = self.holders[symbol]
+        payers: list[tuple[str, int, object]] = [(a, -1, holders[a]) for a in holders]
+        payers += [(FUND, i, p) for i, p in enumerate(self.live_parcels[symbol])]
+        if not payers:
             return []
-        for account in touched:
-            pos = self.holders[symbol][account]
+        payers.sort(key=lambda e: (e[0], e[1]))
+        for account, index, pos in payers:
             paid, received = funding_amounts(pos.qty, mark, spec.k, rate)
             amount = -paid if (pos.qty > 0) == (rate > 0) else received
             residue -= amount
             out.append((FUNDING, ts, symbol, account, pos.qty, mark, num, den, amount, source))
-            self.ledger.post(ts, account, spec.settle, amount, "funding", reference)
+            if index < 0:
+                self.ledger.post(ts, account, spec.settle, amount, "funding", reference)
+            else:
+                self.fund_post(ts, spec.settle, amount, "funding", reference, "funding",
+                               pos.liquidation_id)
         out.append((FUNDING, ts, symbol, ROUNDING, 0, mark, num, den, residue, source))
         self.ledger.post(ts, ROUNDING, spec.settle, residue, "rounding", reference)
-        return touched
+        return sorted({a for a, i, _ in payers if i < 0})
+
+    def fund_post(self, ts: int, asset: str, amount: int, kind: str, reference: str, cause: str,
+                  liquidation_id: int | None) -> None:
+        """Move `amount` into the insurance fund's balance and record the change with its
+        cause in the `insurance_fund` output (INSURANCE, ts, asset, change, balance after,
+        cause, liquidation id)."""
+        if amount == 0:
+            return
+        self.ledger.post(ts, FUND, asset, amount, kind, reference)
+        self.out.append((INSURANCE, ts, asset, amount, self.ledger.balance(FUND, asset), cause,
+                         liquidation_id))
+
+    # ------------------------------------------------------------------ liquidation
+
+    def takeover(self, ts: int, account: str, asset: str, first_id: int, execution: str) -> list[Parcel]:
+        """Take every position of `account` settling in `asset` into the insurance fund at
+        its bankruptcy notional (CLEARING.md section 5.2): the pool's equity at the marks is
+        shared over the positions by mark notional; each position becomes a parcel with
+        liquidation id first_id, first_id + 1, ... (symbols in name order) and a `takeover`
+        fills row; the account realises exit at B, which leaves its equity at exactly 0."""
+        held = self.positions.get(account, {})
+        symbols = sorted(s for s in held if self.symbols[s].settle == asset)
+        equity = self.pool(account, asset).equity
+        notionals = []
+        for symbol in symbols:
+            pos = held[symbol]
+            mark = self.marks.get(symbol)
+            at_mark = pos.cost if mark is None else abs(pos.qty) * mark * self.symbols[symbol].k
+            notionals.append((symbol, at_mark))
+        shares = equity_shares(equity, notionals)
+        parcels = []
+        for i, (symbol, at_mark) in enumerate(notionals):
+            spec = self.symbols[symbol]
+            qty = held[symbol].qty
+            b = bankruptcy_notional(qty, at_mark, shares[symbol])
+            liquidation_id = first_id + i
+            reference = f"liquidation:{liquidation_id}"
+            realised = self._apply(account, symbol, -qty, b)
+            self.ledger.post(ts, account, asset, realised, "realised_pnl", reference)
+            parcel = Parcel(liquidation_id, account, symbol, asset, ts,
+                            self.marks.get(symbol, 0), qty, b, qty, b, execution)
+            self.parcels.append(parcel)
+            self.live_parcels[symbol].append(parcel)
+            parcels.append(parcel)
+            self.out.append((FILL_ROW, ts, symbol, display_price(b, qty, spec.k), abs(qty),
+                             SELL if qty > 0 else BUY, None, None, account, FUND, 0, 0,
+                             "takeover", b))
+        return parcels
+
+    def settle_parcel_fill(self, ts: int, parcel: Parcel, price: int, qty: int, maker: str,
+                           reference: str) -> int:
+        """Clear a book fill of the fund's liquidation order working `parcel`: the parcel
+        closes `qty` lots (section 2's rounding: its removed cost is the bankruptcy notional
+        of those lots), the fund realises surplus (+) or shortfall (-), and pays no fee; the
+        maker is cleared as usual and pays its maker fee. Returns the maker fee."""
+        spec = self.symbols[parcel.symbol]
+        n = price * qty * spec.k
+        maker_fee = fee(n, self.fee_schedule.tiers[self.fee_tier.get(maker, 0)][0])
+        long_parcel = parcel.qty > 0
+        realised = self._apply(maker, parcel.symbol, qty if long_parcel else -qty, n)
+        if realised:
+            self.ledger.post(ts, maker, spec.settle, realised, "realised_pnl", reference)
+        if maker_fee:
+            self.ledger.post(ts, maker, spec.settle, -maker_fee, "fee", reference)
+            self.ledger.post(ts, FEES, spec.settle, maker_fee, "fee", reference)
+        removed = parcel.removal(qty)
+        result = n - removed if long_parcel else removed - n
+        parcel.qty += -qty if long_parcel else qty
+        parcel.cost -= removed
+        parcel.filled_qty += qty
+        parcel.exit_notional += n
+        parcel.removed_cost += removed
+        parcel.fund_result += result
+        self._forget_if_closed(parcel)
+        self.fund_post(ts, spec.settle, result, "insurance", reference,
+                       "surplus" if result > 0 else "shortfall", parcel.liquidation_id)
+        return maker_fee
+
+    def _forget_if_closed(self, parcel: Parcel) -> None:
+        if parcel.qty == 0:
+            self.live_parcels[parcel.symbol].remove(parcel)
+
+    def adl_fill(self, ts: int, parcel: Parcel, account: str, qty: int, reference: str) -> int:
+        """Close `qty` lots of `parcel` against `account`'s opposite position at the
+        parcel's removed cost for those lots (so the fund realises exactly 0); the account
+        realises its PnL at that notional. No fee. Returns the notional."""
+        spec = self.symbols[parcel.symbol]
+        n = parcel.removal(qty)
+        long_parcel = parcel.qty > 0
+        realised = self._apply(account, parcel.symbol, qty if long_parcel else -qty, n)
+        self.ledger.post(ts, account, spec.settle, realised, "realised_pnl", reference)
+        parcel.qty += -qty if long_parcel else qty
+        parcel.cost -= n
+        parcel.adl_qty += qty
+        parcel.adl_notional += n
+        self._forget_if_closed(parcel)
+        return n
+
+    def parcel_cross(self, ts: int, parcel: Parcel, other: Parcel, qty: int, reference: str) -> int:
+        """Close `qty` lots of `parcel` against the fund's own opposite `other` parcel, each
+        at its own removed cost; the difference is the fund's surplus or shortfall.
+        Returns the notional shown (the parcel's removed cost)."""
+        spec = self.symbols[parcel.symbol]
+        n = parcel.removal(qty)
+        m = other.removal(qty)
+        result = m - n if parcel.qty > 0 else n - m
+        for p, removed in ((parcel, n), (other, m)):
+            p.qty += -qty if p.qty > 0 else qty
+            p.cost -= removed
+            self._forget_if_closed(p)
+        parcel.adl_qty += qty
+        parcel.adl_notional += n
+        other.fund_result += result
+        self.fund_post(ts, spec.settle, result, "insurance", reference,
+                       "surplus" if result > 0 else "shortfall", other.liquidation_id)
+        return n
 
     # ------------------------------------------------------------------ margin
 
@@ -201,11 +333,15 @@ class Clearing:
         costs + deposits - withdrawals) for `asset`; 0 whenever the books are right."""
         costs = sum(p.signed_cost() for s, held in self.holders.items()
                     if self.symbols[s].settle == asset for p in held.values())
+        costs += sum(p.signed_cost() for held in self.live_parcels.values() for p in held
+                     if p.asset == asset)
         opening = self.ledger.external[asset] - self.opening_cost.get(asset, 0)
         return self.ledger.total(asset) - costs - opening
 
     def net_qty(self, symbol: str) -> int:
-        return sum(p.qty for p in self.holders[symbol].values())
+        """Net lots of every position in `symbol`, the fund's parcels included."""
+        return (sum(p.qty for p in self.holders[symbol].values())
+                + sum(p.qty for p in self.live_parcels[symbol]))
 
 
 def is_exchange_account(account: str) -> bool:

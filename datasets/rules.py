@@ -6,18 +6,27 @@ Keys read here (docs/manifest.md lists them with defaults):
 - `margin_tiers.SYMBOL = [[floor, mmr, amount(, max_leverage)], ...]` and
   `max_leverage.SYMBOL`: required for every instrument a clearing replay trades.
 - `funding = { interval_s, cap, floor }`: the premium-index interval and the rate clamp.
+- `liquidation = { execution, band, fee }`: `ioc_at_bankruptcy` | `sweep` | `partial`; the
+  sweep band over 1e8 of mark; the partial mode's liquidation fee over 1e8.
+- `insurance_fund = { opening, floor, asset }`: the fund's opening balance and floor in
+  minor units of `asset` (default USDT, or the only settlement asset).
+- `adl = { ranking }`: `bitmex` | `binance`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
 from clearing.margin import MarginTiers, TierError
 from clearing.settlement import FeeSchedule
 from matching.errors import InputError
 
 DEFAULT_FEES = (20_000, 50_000)  # maker, taker over 1e8
 DEFAULT_FUNDING = {"interval_s": 28_800, "cap": 300_000, "floor": -300_000}
+DEFAULT_LIQUIDATION = {"execution": "sweep", "band": 5_000_000, "fee": 0}
+DEFAULT_FUND = {"opening": 0, "floor": 0, "asset": None}
+DEFAULT_ADL = {"ranking": "bitmex"}
 
 
 @dataclass(frozen=True)
@@ -27,13 +36,35 @@ class RuleSet:
     funding_interval_s: int
     funding_cap: int
     funding_floor: int
+    execution: str = "sweep"
+    band: int = 5_000_000
+    liquidation_fee: int = 0
+    fund_opening: int = 0
+    fund_floor: int = 0
+    fund_asset: str = "USDT"
+    adl_ranking: str = "bitmex"
 
 
 def _int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def load_rules(rules: dict, symbols: list[str], source: str) -> RuleSet:
+def _table(rules: dict, name: str, defaults: dict, problems: list[str]) -> dict:
+    """`rules.name` merged over `defaults`; unknown keys are faults."""
+    given = rules.get(name, {})
+    if not isinstance(given, dict):
+        problems.append(f"rules.{name}: expected a table, got {given!r}")
+        return dict(defaults)
+    merged = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            problems.append(f"rules.{name}.{key}: unknown key; one of {', '.join(defaults)}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list[str] | None = None) -> RuleSet:
     """Read `rules` (the manifest's [rules], overrides applied) for `symbols`; raise
     InputError naming `source` and every bad key."""
     problems: list[str] = []
@@ -84,7 +115,28 @@ def load_rules(rules: dict, symbols: list[str], source: str) -> RuleSet:
         problems.append(f"rules.funding.interval_s: must be > 0, got {funding['interval_s']}")
     if funding["floor"] > funding["cap"]:
         problems.append(f"rules.funding: floor {funding['floor']} above cap {funding['cap']}")
+    liquidation = _table(rules, "liquidation", DEFAULT_LIQUIDATION, problems)
+    if liquidation["execution"] not in EXECUTIONS:
+        problems.append(f"rules.liquidation.execution: {liquidation['execution']!r}; one of {', '.join(EXECUTIONS)}")
+    for key in ("band", "fee"):
+        value = liquidation[key]
+        if not _int(value) or not 0 <= value < 100_000_000:
+            problems.append(f"rules.liquidation.{key}: an integer over 1e8 in 0..99,999,999, got {value!r}")
+    fund = _table(rules, "insurance_fund", DEFAULT_FUND, problems)
+    for key in ("opening", "floor"):
+        if not _int(fund[key]):
+            problems.append(f"rules.insurance_fund.{key}: must be an integer (minor units), got {fund[key]!r}")
+    assets = sorted(set(settle_assets or ["USDT"]))
+    asset = fund["asset"] or ("USDT" if "USDT" in assets or not assets else assets[0])
+    if asset not in assets:
+        problems.append(f"rules.insurance_fund.asset: {asset!r} is not a settlement asset ({', '.join(assets)})")
+    if _int(fund["opening"]) and _int(fund["floor"]) and fund["opening"] < fund["floor"]:
+        problems.append(f"rules.insurance_fund: opening {fund['opening']} below floor {fund['floor']}")
+    adl = _table(rules, "adl", DEFAULT_ADL, problems)
+    if adl["ranking"] not in ADL_RANKINGS:
+        problems.append(f"rules.adl.ranking: {adl['ranking']!r}; one of {', '.join(ADL_RANKINGS)}")
     if problems:
         raise InputError(source, problems)
     return RuleSet(FeeSchedule(tuple(tiers)), margin, funding["interval_s"], funding["cap"],
-                   funding["floor"])
+                   funding["floor"], liquidation["execution"], liquidation["band"],
+                   liquidation["fee"], fund["opening"], fund["floor"], asset, adl["ranking"])

@@ -27,7 +27,10 @@ cdef class Matcher:
     cpdef str door_check(self, str symbol, object order_id, int order_type, int tif, object price,
                          long long qty)
     @cython.locals(order=Order)
-    cpdef cancel(self, object ts, str account, str symbol, object order_id)
+    cpdef cancel(self, object ts, str account, str symbol, object order_id, str reason=*)
+    @cython.locals(book=Book, remaining=cython.longlong)
+    cpdef long long take(self, object ts, str account, str symbol, object order_id, int side,
+                         object limit, long long qty) except -1
     @cython.locals(order=Order, price_step=cython.long, qty_step=cython.long)
     cpdef str amend_check(self, str account, str symbol, object order_id, object price, object qty)
     @cython.locals(order=Order, book=Book, level=Level, crosses=cython.bint, out=list, heap=list)

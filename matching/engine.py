@@ -187,15 +187,31 @@ class Matcher:
             return R_DUPLICATE_ORDER_ID
         return None
 
-    def cancel(self, ts: int, account: str, symbol: str, order_id: int) -> None:
-        """Cancel a live order of this account on this symbol, or reject (unknown_order)."""
+    def cancel(self, ts: int, account: str, symbol: str, order_id: int, reason: str = R_USER) -> None:
+        """Cancel a live order of this account on this symbol, or reject (unknown_order).
+        `reason` is the cancelled event's reason: `user` for an instruction, `liquidation`
+        when clearing cancels a liquidated account's orders."""
         order = self.orders.get(order_id)
         if order is None or order.account != account or order.book.symbol != symbol:
             self.out.append((REJECTED, ts, account, symbol, order_id, R_UNKNOWN_ORDER, 0))
             return
         del self.orders[order_id]
         order.book.remove_order(order)
-        self.out.append((CANCELLED, ts, account, symbol, order_id, R_USER, 0))
+        self.out.append((CANCELLED, ts, account, symbol, order_id, reason, 0))
+
+    def take(self, ts: int, account: str, symbol: str, order_id: int, side: int, limit: int,
+             qty: int) -> int:
+        """A liquidation order: an IOC limit that takes what the book holds up to `limit`
+        and never rests, with no door checks (a liquidation is not refused for size or
+        grid) and no self-trade prevention (its owner has no resting orders: they were
+        cancelled first, and the fund never rests). Emits `accepted`, fills, and `expired`
+        (ioc_remainder) for what is left; returns the filled qty."""
+        book = self._specs[symbol][0]
+        self.out.append((ACCEPTED, ts, account, symbol, order_id, None, qty))
+        remaining = self._match(book, ts, account, symbol, order_id, side, limit, qty, STP_NONE)
+        if remaining:
+            self.out.append((EXPIRED, ts, account, symbol, order_id, R_IOC_REMAINDER, 0))
+        return qty - remaining
 
     def amend_check(self, account: str, symbol: str, order_id: int, price: int | None,
                     qty: int | None) -> str | None:

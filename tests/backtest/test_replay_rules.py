@@ -108,18 +108,22 @@ def test_withdrawals_are_refused_beyond_balance_or_free_margin():
     assert replay.deposits == {"USDT": 7} and replay.withdrawals == {"USDT": 500}
 
 
-def test_a_margin_call_is_emitted_on_entering_the_state_not_while_in_it():
+def test_a_margin_call_row_precedes_the_liquidation_with_the_figures_at_the_trigger():
     # Long 10 at 1,000 (cost 1,000,000), wallet 20,000. Equity at mark m: 20,000 +
-    # (m - 1,000) x 1,000; maintenance 4 x m. Call when 20,000 + 1,000 m - 1,000,000 <= 4 m:
-    # m <= 980,000 / 996 = 983.9...: 983 calls, 984 does not.
-    events = [mark(1, 984), mark(2, 983), mark(3, 970), mark(4, 1_000), mark(5, 983)]
+    # (m - 1,000) x 1,000; maintenance 4 x m. Liquidated when 20,000 + 1,000 m - 1,000,000
+    # <= 4 m: m <= 980,000 / 996 = 983.9...: 983 liquidates, 984 does not.
+    events = [mark(1, 984), mark(2, 983), mark(3, 970), mark(4, 1_000)]
     replay = make({"a": 20_000, "b": 10**9}, positions=[("a", 10, 1_000), ("b", -10, 1_000)],
                   events=events)
     replay.until(None)
     calls = [r for r in replay.out if r[0] == MARGIN_CALL]
-    assert [(r[1], r[2], r[4], r[5]) for r in calls] == [
-        (2, "a", 20_000 - 17 * 1_000, 4 * 983 * 10 * K // 1_000),
-        (5, "a", 3_000, 3_932)]
+    assert [(r[1], r[2], r[4], r[5]) for r in calls] == [(2, "a", 20_000 - 17 * 1_000, 3_932)]
+    # Taken over at the bankruptcy notional 983 x 10 x 100 - 3,000 = 980,000; the empty
+    # book leaves the parcel with the fund (nothing inside the band is not the floor: no
+    # ADL), worked again at every later mark.
+    assert "a" not in replay.clearing.positions and replay.clearing.ledger.balance("a", "USDT") == 0
+    (parcel,) = replay.clearing.parcels
+    assert (parcel.qty, parcel.cost, parcel.adl_qty) == (10, 980_000, 0)
 
 
 def test_premium_funding_and_table_funding_with_the_rounding_residue():

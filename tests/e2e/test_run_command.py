@@ -12,8 +12,8 @@ import pytest
 
 from backtest.cli import main
 
-RUN_TABLES = ["accounts_final", "book_final", "fills", "funding", "ledger", "margin_calls",
-              "order_events", "positions_final", "transfer_events"]
+RUN_TABLES = ["accounts_final", "adl", "book_final", "fills", "funding", "insurance_fund", "ledger",
+              "liquidations", "margin_calls", "order_events", "positions_final", "transfer_events"]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_fees_funding_and_references_tie_out(run):
     fees_balance = ledger.filter(pl.col("account") == "fees")["amount"].sum()
     assert fees_balance == fills["taker_fee"].sum() + fills["maker_fee"].sum() > 0
     assert (fills["maker_fee"] < 0).any()  # fee tier 2 has a maker rebate
-    assert set(fills["kind"]) == {"trade"}
+    assert set(fills["kind"]) <= {"trade", "liquidation", "takeover", "adl"}
     # Every fill's ledger entries name it; the fee entries equal the fill's fees.
     fee_entries = (ledger.filter((pl.col("kind") == "fee") & (pl.col("account") != "fees"))
                    .with_columns(pl.col("reference").str.strip_prefix("fill:").cast(pl.Int64).alias("seq"))
@@ -91,14 +91,15 @@ def test_fees_funding_and_references_tie_out(run):
     assert set(funding["source"]) == {"table", "premium_index"}
     per_time = funding.group_by("ts", "symbol").agg(pl.col("amount").sum(), pl.len())
     assert (per_time["amount"] == 0).all()  # the residue row makes each payment exact
-    assert (per_time["len"] > 3000).all()  # every account holds a position, plus rounding
+    assert (per_time["len"] > 2_500).all()  # nearly every account holds a position, plus rounding
     assert (funding.filter(pl.col("account") == "rounding")["amount"] >= 0).all()
 
 
 def test_sequence_numbers_are_one_counter_across_every_table(run):
     summary = json.loads((run / "summary.json").read_text())
     seqs = []
-    for name in ("fills", "order_events", "ledger", "funding", "margin_calls", "transfer_events"):
+    for name in ("fills", "order_events", "ledger", "funding", "margin_calls", "transfer_events",
+                 "adl", "insurance_fund"):
         seqs += _read(run, name)["seq"].to_list()
         assert summary["tables"][name]["rows"] == pl.read_parquet(run / f"{name}.parquet").height
     assert sorted(seqs) == list(range(1, len(seqs) + 1))

@@ -1,0 +1,140 @@
+"""CLEARING.md section 5's worked examples through the replay, with the exact integers:
+Example 5 (the trigger), 8 (surplus), 9 (shortfall on a thin book), 10 (ADL with the
+bitmex rank 7/13) and 13 (a cascade of three liquidations, then ADL of a fourth).
+
+BTCUSDT: tick 0.1, lot 0.001, USDT minor 1e-8, so K = 10,000; 30,000.0 is 300,000 ticks,
+1.500 BTC is 1,500 lots, 1 USDT is 100,000,000 minor units.
+"""
+
+from __future__ import annotations
+
+from backtest.replay import ADL, MARGIN_CALL, RANK_MARKS, LiquidationRules, Replay
+from clearing.margin import MarginTiers
+from clearing.settlement import FILL_ROW, FUND, INSURANCE, Clearing, FeeSchedule, SymbolSpec
+from matching import Matcher, SymbolRules
+from matching.types import BUY, GTC, LIMIT, NEW, STP_CANCEL_TAKER
+
+USDT = 100_000_000
+K = 10_000
+TIERS = MarginTiers.from_rows([  # CLEARING.md section 3's example tiers, in minor units
+    [0, 400_000, 0], [50_000 * USDT, 500_000, 50 * USDT], [250_000 * USDT, 1_000_000, 1_300 * USDT],
+    [1_000_000 * USDT, 2_500_000, 16_300 * USDT]], max_leverage=20)
+NO_FEES = FeeSchedule(((0, 0),))
+RICH = 10**9 * USDT
+
+
+def setup(balances, positions, fund, *, k=K, tiers=TIERS, execution="sweep", band=5_000_000):
+    clearing = Clearing({"X": SymbolSpec("USDT", k, tiers)}, NO_FEES)
+    for account, balance in balances.items():
+        clearing.ledger.open_balance(account, "USDT", balance)
+    clearing.ledger.open_balance(FUND, "USDT", fund)
+    for account, qty, entry in positions:
+        clearing.load_position(account, "X", qty, entry)
+    clearing.check_opening()
+    replay = Replay(Matcher({"X": SymbolRules()}), clearing, [],
+                    LiquidationRules(execution=execution, band=band, one_unit={"USDT": USDT}))
+    for account in sorted(clearing.positions):
+        replay.watch.check(account)
+    return replay
+
+
+def bid(replay, ts, oid, price, qty, account="maker"):
+    replay.orders(([ts], [NEW], [account], ["X"], [oid], [BUY], [LIMIT], [GTC], [price], [qty],
+                   [STP_CANCEL_TAKER], [False]))
+
+
+def mark(replay, ts, price):
+    replay.schedule([(ts, RANK_MARKS, ts, "mark", "X", price)])
+    replay.until(ts)
+
+
+def rows(replay, kind):
+    return [r for r in replay.out if r[0] == kind]
+
+
+def example_5_account():
+    # Wallet 3,000 USDT, long 1.500 at 30,000.0; the short side holds a rich wallet.
+    return {"A": 3_000 * USDT, "S": RICH, "maker": RICH}, [("A", 1_500, 300_000), ("S", -1_500, 300_000)]
+
+
+def test_example_5_safe_at_28112_5_liquidated_at_28112_4():
+    balances, positions = example_5_account()
+    replay = setup(balances, positions, fund=0)
+    mark(replay, 1, 281_125)
+    assert not rows(replay, MARGIN_CALL)
+    mark(replay, 2, 281_124)
+    (call,) = rows(replay, MARGIN_CALL)
+    # Equity 168.60 USDT, maintenance 168.6744 USDT.
+    assert (call[2], call[4], call[5]) == ("A", 16_860_000_000, 16_867_440_000)
+
+
+def test_example_8_surplus_of_75_usdt_and_the_account_ends_at_zero():
+    balances, positions = example_5_account()
+    replay = setup(balances, positions, fund=0)
+    bid(replay, 1, 1, 280_500, 1_500)  # 1.500 at 28,050.0
+    mark(replay, 2, 281_124)
+    (takeover,) = [r for r in rows(replay, FILL_ROW) if r[12] == "takeover"]
+    assert takeover[13] == 42_000 * USDT and takeover[3] == 280_000  # B and its display price
+    parcel = replay.clearing.parcels[0]
+    assert parcel.fund_result == 75 * USDT and parcel.qty == 0
+    assert replay.clearing.ledger.balance(FUND, "USDT") == 75 * USDT
+    assert replay.clearing.ledger.balance("A", "USDT") == 0 and "A" not in replay.clearing.positions
+    # Liquidation fills carry no fee for the fund and kind `liquidation`.
+    (fill,) = [r for r in replay.out if r[0] == "fill"]
+    assert fill[8] == FUND and fill[12] == 0 and fill[14] == "liquidation"
+
+
+def test_example_9_shortfall_of_150_usdt_leaves_850():
+    balances, positions = example_5_account()
+    replay = setup(balances, positions, fund=1_000 * USDT)
+    bid(replay, 1, 1, 279_500, 1_000)  # 1.000 at 27,950.0
+    bid(replay, 2, 2, 278_000, 500)  # 0.500 at 27,800.0
+    mark(replay, 3, 281_124)
+    assert replay.clearing.parcels[0].fund_result == -150 * USDT
+    assert replay.clearing.ledger.balance(FUND, "USDT") == 850 * USDT
+    assert replay.clearing.ledger.balance("A", "USDT") == 0
+    # One insurance_fund row per fill: 1.000 at 27,950 costs 50, 0.500 at 27,800 costs 100.
+    assert [r[3:7] for r in rows(replay, INSURANCE)] == [
+        (-50 * USDT, 950 * USDT, "shortfall", 1), (-100 * USDT, 850 * USDT, "shortfall", 1)]
+
+
+def test_example_10_floor_sends_half_a_btc_to_adl_at_rank_7_13():
+    balances = {"A": 3_000 * USDT, "S1": 2_000 * USDT, "S2": RICH, "maker": RICH}
+    positions = [("A", 1_500, 300_000), ("S1", -800, 320_000), ("S2", -700, 285_000)]
+    replay = setup(balances, positions, fund=100 * USDT)
+    bid(replay, 1, 1, 279_000, 1_000)  # 1.000 at 27,900.0
+    bid(replay, 2, 2, 270_000, 5_000)  # 5.000 at 27,000.0
+    mark(replay, 3, 280_000)  # the gap: equity 0 <= 168
+    assert replay.clearing.ledger.balance(FUND, "USDT") == 0  # at its floor
+    (adl,) = rows(replay, ADL)
+    assert adl[2:] == (1, "A", "X", "S1", 500, 14_000 * USDT, 280_000, "7/13", 7 / 13)
+    s1 = replay.clearing.positions["S1"]["X"]
+    assert (s1.qty, s1.cost) == (-300, 9_600 * USDT)
+    realised = [r[4] for r in rows(replay, "ledger") if r[2] == "S1" and r[5] == "realised_pnl"]
+    assert realised == [2_000 * USDT]
+    parcel = replay.clearing.parcels[0]
+    assert (parcel.qty, parcel.adl_qty, parcel.fund_result) == (0, 500, -100 * USDT)
+    assert [r[12] for r in rows(replay, FILL_ROW)] == ["takeover", "adl"]
+
+
+def test_example_13_cascade_then_adl():
+    # Tick 0.1, lot 1, minor unit 0.1: K = 1; MMR 0.5%, amount 0.
+    tiers = MarginTiers.from_rows([[0, 500_000, 0]], max_leverage=20)
+    balances = {a: 600 for a in "ABCD"} | {"E": 1_000, "F": 10**9, "maker": 10**9}
+    positions = [(a, 10, 1_000) for a in "ABCD"] + [("E", -10, 1_000), ("F", -30, 950)]
+    replay = setup(balances, positions, fund=0, k=1, tiers=tiers)
+    for oid, price, qty in ((1, 943, 10), (2, 941, 10), (3, 939, 10), (4, 900, 1_000)):
+        bid(replay, oid, oid, price, qty)
+    mark(replay, 10, 945)
+    assert not rows(replay, MARGIN_CALL)  # equity 50 > 48
+    mark(replay, 11, 944)
+    assert [r[2] for r in rows(replay, MARGIN_CALL)] == ["A", "B", "C", "D"]
+    results = [(p.account, p.bankruptcy_notional, p.fund_result, p.adl_qty) for p in replay.clearing.parcels]
+    assert results == [("A", 9_400, 30, 0), ("B", 9_400, 10, 0), ("C", 9_400, -10, 0), ("D", 9_400, 0, 10)]
+    assert replay.clearing.ledger.balance(FUND, "USDT") == 30
+    (adl,) = rows(replay, ADL)
+    assert adl[5:9] == ("E", 10, 9_400, 940)
+    assert "E" not in replay.clearing.positions
+    assert replay.clearing.ledger.balance("E", "USDT") == 1_600  # realised +600
+    for account in "ABCD":
+        assert replay.clearing.ledger.balance(account, "USDT") == 0
