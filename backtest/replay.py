@@ -114,6 +114,7 @@ class Replay:
         self.instructions = 0
         self.margin_checks = 0
         self.liquidation = liquidation or LiquidationRules()
+        self._settle_assets = sorted({spec.settle for spec in clearing.symbols.values()})
         self._liq_orders: dict[int, tuple] = {}  # liquidation order id (< 0) -> its parcel or leg
         self._next_order_id = -1
         self._next_liquidation_id = 1
@@ -370,6 +371,7 @@ class Replay:
                 due = check(account)
                 called = self.called.get(account)
                 if not due and not called:
+                    self._cover_deficit(ts, account)
                     continue
                 now = set()
                 for asset, figures in due:
@@ -384,9 +386,31 @@ class Replay:
                     self.called[account] = now
                 else:
                     self.called.pop(account, None)
+                self._cover_deficit(ts, account)
             touched.discard(FUND)
             pending = sorted(a for a in touched if not is_exchange_account(a))
             trigger = LIQUIDATION
+
+    def _cover_deficit(self, ts: int, account: str) -> None:
+        """A user left with a negative balance in an asset it holds no position in (a
+        reduce-only close or a partial liquidation step at a loss larger than its wallet,
+        fees included) is bankrupt there: the insurance fund pays the deficit, cause
+        `bankruptcy`, so no user account ends below zero equity (CLEARING.md section 5's
+        property; our reading in docs/run.md)."""
+        c = self.clearing
+        if is_exchange_account(account):
+            return
+        held = c.positions.get(account, {})
+        balances = c.ledger.balances
+        for asset in self._settle_assets:
+            balance = balances.get((account, asset), 0)
+            if balance >= 0 or any(c.symbols[s].settle == asset for s in held):
+                continue
+            n0 = len(self.out)
+            reference = f"bankruptcy:{account}"
+            c.ledger.post(ts, account, asset, -balance, "insurance", reference)
+            c.fund_post(ts, asset, balance, "insurance", reference, "bankruptcy", None)
+            self.seq += len(self.out) - n0
 
     def _mark(self, ts: int, symbol: str, mark: int) -> None:
         """A mark update: the fund's open parcels in the symbol are worked again (takeover

@@ -73,7 +73,10 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
                               "the insurance fund's opening comes from rules.insurance_fund.opening")
             openings[(account, asset)] = balance
             clearing.ledger.open_balance(account, asset, balance)
-            if tier:
+            if tier is not None and clearing.fee_tier.get(account, tier or 0) != (tier or 0):
+                faults.append(f"row {row}, column fee_tier: {tier} but an earlier row of "
+                              f"{account!r} gave {clearing.fee_tier[account]}")
+            if tier is not None:
                 clearing.fee_tier[account] = tier
         if faults:
             raise InputError(str(path), faults)

@@ -44,6 +44,9 @@ class MarginTiers:
             levs.append(lev)
         if floors[0] != 0:
             raise TierError(f"tier 0: floor must be 0, got {floors[0]}")
+        if amounts[0] != 0:
+            raise TierError(f"tier 0: maintenance amount must be 0, got {amounts[0]} "
+                            "(a positive one makes small positions' maintenance negative)")
         for i in range(1, len(rows)):
             if floors[i] <= floors[i - 1]:
                 raise TierError(f"tier {i}: floors must ascend ({floors[i - 1]} then {floors[i]})")
@@ -55,6 +58,10 @@ class MarginTiers:
         for i, m in enumerate(mmrs):
             if not 0 <= m <= SCALE:
                 raise TierError(f"tier {i}: mmr {m} outside 0..1e8")
+            if m * levs[i] > SCALE:
+                raise TierError(f"tier {i}: max leverage {levs[i]} needs less initial margin "
+                                f"(1/{levs[i]}) than the maintenance rate {m} / 1e8: a position "
+                                "could open already liquidatable")
         return cls(tuple(floors), tuple(mmrs), tuple(amounts), tuple(levs))
 
     def tier(self, notional_minor: int) -> int:

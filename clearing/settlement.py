@@ -157,9 +157,7 @@ class Clearing:
         A funding record is (FUNDING, ts, symbol, account, qty, mark, rate numerator, rate
         denominator (the rate over 1e8 as an exact fraction), signed amount, source)."""
         spec = self.symbols[symbol]
-        rate = Fraction(rate)
-        if rate == 0:
-            return []
+        rate = Fraction(rate)  # a zero rate still writes its rows (amount 0, the source named)
         out = self.out
         residue = 0
         num, den = rate.numerator, rate.denominator

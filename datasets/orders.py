@@ -143,7 +143,9 @@ def check_orders(path: Path) -> int:
     fault_rows(lf, (pl.col("action") == "amend") & pl.col("price").is_null() & pl.col("qty").is_null(),
                 "qty", "an amend needs a new qty or a new price", faults)
     fault_rows(lf, pl.col("ts") < pl.col("ts").shift(1), "ts",
-                "goes backwards (orders must be sorted by ts, then seq)", faults)
+               "goes backwards (orders must be sorted by ts, then seq)", faults)
+    fault_rows(lf, (pl.col("ts") == pl.col("ts").shift(1)) & (pl.col("seq") < pl.col("seq").shift(1)),
+               "seq", "goes backwards within one ts (orders must be sorted by ts, then seq)", faults)
     duplicate_rows(lf, "seq", "duplicate seq", faults)
     duplicate_rows(lf.filter(is_new), "order_id", "order_id of a `new` used more than once", faults)
     if faults:

@@ -66,7 +66,7 @@ FUNDING = TableSpec(
 PREMIUM_INDEX = TableSpec(
     "premium_index",
     {"ts": (INT, True), "symbol": (STR, True), "premium": (INT, True)},
-    not_null=("ts", "symbol", "premium"), enums={}, ordered_ts=True)
+    not_null=("ts", "symbol", "premium"), enums={}, ordered_ts=True, unique=(("ts", "symbol"),))
 TRANSFERS = TableSpec(
     "transfers",
     {"ts": (INT, True), "seq": (INT, True), "account": (STR, True), "kind": (STR, True),

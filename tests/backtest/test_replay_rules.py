@@ -155,3 +155,18 @@ def test_run_tables_load_with_absent_optional_columns(tmp_path):
     pl.DataFrame({"account": ["a"], "asset": ["USDT"], "balance": [5]}).write_parquet(path)
     frame = load_table(path, ACCOUNTS, known={"asset": {"USDT"}})
     assert frame.row(0) == ("a", "USDT", 5, None, None)
+
+
+def test_a_user_left_flat_and_negative_is_made_whole_by_the_fund():
+    # a: long 10 at 1,000 (cost 1,000,000), wallet 10,000. A reduce-only market sell into
+    # one bid at 980 realises -20,000 and pays a taker fee of 490 (0.05% of 980,000): wallet
+    # -10,490 with no position left. The fund pays the deficit (cause `bankruptcy`), so a
+    # ends at 0.
+    replay = make({"a": 10_000, "b": 10**9, "m": 10**9}, positions=[("a", 10, 1_000), ("b", -10, 1_000)])
+    order(replay, 1, "m", 1, BUY, 980, 10)
+    order(replay, 2, "a", 2, SELL, None, 10, reduce_only=True)
+    assert replay.clearing.ledger.balance("a", "USDT") == 0
+    assert replay.clearing.ledger.balance("insurance_fund", "USDT") == -10_490
+    (row,) = [r for r in replay.out if r[0] == "insurance"]
+    assert row[3:6] == (-10_490, -10_490, "bankruptcy")
+    assert replay.clearing.conservation_gap("USDT") == 0

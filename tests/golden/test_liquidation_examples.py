@@ -138,3 +138,32 @@ def test_example_13_cascade_then_adl():
     assert replay.clearing.ledger.balance("E", "USDT") == 1_600  # realised +600
     for account in "ABCD":
         assert replay.clearing.ledger.balance(account, "USDT") == 0
+
+
+def run_mode(execution):
+    """Example 5's account on a thin book: 0.500 at 28,050.0 (better than bankruptcy),
+    0.500 at 27,900.0, 5.000 at 26,000.0 (outside the 5% band around 28,112.4); the fund
+    holds 20 USDT, floor 0; S holds the only short (the ADL counterparty)."""
+    balances, positions = example_5_account()
+    replay = setup(balances, positions, fund=20 * USDT, execution=execution)
+    bid(replay, 1, 1, 280_500, 500)
+    bid(replay, 2, 2, 279_000, 500)
+    bid(replay, 3, 3, 260_000, 5_000)
+    mark(replay, 4, 281_124)
+    adl_qty = sum(r[6] for r in rows(replay, ADL))
+    position = replay.clearing.position("A", "X")
+    return replay.clearing.ledger.balance(FUND, "USDT"), adl_qty, None if position is None else position.qty
+
+
+def test_the_three_execution_modes_give_different_hand_computed_outcomes():
+    # ioc_at_bankruptcy: an IOC at 28,000.0 takes only the 0.500 at 28,050.0 (+25 USDT);
+    # the other 1.000 goes to ADL at once.
+    assert run_mode("ioc_at_bankruptcy") == (45 * USDT, 1_000, None)
+    # sweep: the band holds 1.000; after +25 each lot at 27,900.0 costs 0.1 USDT, so the
+    # fund (45) can pay for 450 of them: 950 lots fill, the fund ends at its floor, and the
+    # floor sends the other 550 to ADL.
+    assert run_mode("sweep") == (0, 550, None)
+    # partial: the account's own order, limited at its bankruptcy price 28,000.0, sells
+    # 0.500 at 28,050.0; it is then safe (equity 137.4 > maintenance 112.4496): no fund
+    # result, no ADL, and it keeps 1.000.
+    assert run_mode("partial") == (20 * USDT, 0, 1_000)
