@@ -37,6 +37,7 @@ class Config:
     seed: int = 1
     rounds: int = 3
     json: bool = False
+    what: str = "orders"
     clearing: bool = False
     accounts: int = 500
 
@@ -65,6 +66,21 @@ def _parser() -> argparse.ArgumentParser:
                     help="also write what `backtest run` clears with: accounts (all funded), "
                          "positions (every account holds one), marks, funding, premium_index, "
                          "transfers, and margin and fee rules in dataset.toml")
+
+    gc_ = gsub.add_parser("crash-day", formatter_class=fmt,
+                          help="the synthetic crash day: orders that sell off 8%%, leveraged "
+                               "accounts, marks, funding, rules with an insurance fund",
+                          description="The deterministic synthetic crash day `make demo` "
+                                      "replays: the realistic order stream from --accounts "
+                                      "accounts, selling off 8%% between 30%% and 60%% of the "
+                                      "day; every account funded (1x..200x) and holding a "
+                                      "position; a mark per second; funding; transfers; a "
+                                      "50,000 USDT insurance fund and sweep liquidation.",
+                          epilog="example:\n  backtest generate crash-day data/crash --accounts 2000 --n 1000000")
+    gc_.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write")
+    gc_.add_argument("--n", type=int, default=1_000_000, help="instructions (default 1000000)")
+    gc_.add_argument("--accounts", type=int, default=2_000, help="accounts (default 2000)")
+    gc_.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
     r = sub.add_parser("run", help="the replay with clearing: orders, marks, funding, transfers",
                        formatter_class=fmt,
@@ -113,6 +129,7 @@ def _config(ns: argparse.Namespace) -> Config:
         seed=getattr(ns, "seed", 1),
         rounds=getattr(ns, "rounds", 3),
         json=getattr(ns, "json", False),
+        what=getattr(ns, "what", "orders"),
         clearing=getattr(ns, "clearing", False),
         accounts=getattr(ns, "accounts", 500),
     )
@@ -190,13 +207,17 @@ def _cmd_generate(cfg: Config, err: Console) -> int:
     with _progress(err) as progress:
         task = progress.add_task("generating", total=cfg.n, rate="")
         tick = lambda done: progress.update(task, completed=done)  # noqa: E731
-        if cfg.clearing:
+        if cfg.what == "crash-day":
+            write_clearing_dataset(cfg.out, n=cfg.n, seed=cfg.seed, accounts=cfg.accounts,
+                                   progress=tick, crash=True)
+        elif cfg.clearing:
             if cfg.kind != "realistic":
                 raise InputError("--clearing", ["clearing tables come with the realistic stream only"])
             write_clearing_dataset(cfg.out, n=cfg.n, seed=cfg.seed, accounts=cfg.accounts, progress=tick)
         else:
             write_order_dataset(cfg.out, kind=cfg.kind, n=cfg.n, seed=cfg.seed, progress=tick)
-    print(f"wrote {cfg.n:,} {cfg.kind} instructions (seed {cfg.seed}) to {cfg.out}")
+    what = "crash-day" if cfg.what == "crash-day" else cfg.kind
+    print(f"wrote {cfg.n:,} {what} instructions (seed {cfg.seed}) to {cfg.out}")
     return EXIT_OK
 
 

@@ -35,8 +35,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from clearing.liquidation import (Parcel, band_limit, binance_rank, bitmex_rank, equity_shares,
-                                  bankruptcy_notional, safe_price, sweep_size)
+from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, binance_rank,
+                                  bitmex_rank, equity_shares, rank_order, rank_text, safe_price,
+                                  sweep_size)
 from clearing.money import SCALE, div_ceil
 from clearing.pretrade import OrderIntent, check_order
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
@@ -508,7 +509,7 @@ class Replay:
             touched |= self._adl(ts, parcel)
         return touched
 
-    def _rank(self, account: str, asset: str, symbol: str) -> Fraction | None:
+    def _rank(self, account: str, asset: str, symbol: str) -> tuple[int, int] | None:
         """The ADL rank of `account`'s position in `symbol` at the current marks (None ranks
         last), by the rule set's `adl.ranking`."""
         c = self.clearing
@@ -540,16 +541,13 @@ class Replay:
         symbol, asset = parcel.symbol, parcel.asset
         spec = c.symbols[symbol]
         long_parcel = parcel.qty > 0
-        candidates = []
-        for account, pos in c.holders[symbol].items():
-            if (pos.qty > 0) != long_parcel and not is_exchange_account(account):
-                rank = self._rank(account, asset, symbol)
-                candidates.append((rank is None, -(rank or 0), account, rank))
-        candidates.sort()
+        candidates = [(account, self._rank(account, asset, symbol))
+                      for account, pos in c.holders[symbol].items()
+                      if (pos.qty > 0) != long_parcel and not is_exchange_account(account)]
         touched: set[str] = set()
         reference = f"adl:{parcel.liquidation_id}"
         n0 = len(out)
-        for _, _, account, rank in candidates:
+        for account, rank in rank_order(candidates):
             if not parcel.qty:
                 break
             qty = self._adl_capacity(account, parcel, min(abs(parcel.qty), abs(c.holders[symbol][account].qty)))
@@ -560,8 +558,7 @@ class Replay:
             out.append((FILL_ROW, ts, symbol, price, qty, SELL if long_parcel else BUY, None, None,
                         FUND, account, 0, 0, ADL, notional))
             out.append((ADL, ts, parcel.liquidation_id, parcel.account, symbol, account, qty,
-                        notional, price, "last" if rank is None else str(rank),
-                        None if rank is None else float(rank)))
+                        notional, price, rank_text(rank), None if rank is None else rank[0] / rank[1]))
             touched.add(account)
         for other in list(c.live_parcels[symbol]):
             if not parcel.qty:

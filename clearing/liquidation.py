@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cmp_to_key
 
 from clearing.money import SCALE, div_ceil, div_floor
 
@@ -115,7 +116,7 @@ def band_limit(mark: int, band: int, *, selling: bool, step: int = 1) -> int:
 
 def sweep_size(parcel: Parcel, levels: list[tuple[int, int]], k: int, fund: int, floor: int) -> tuple[int, int]:
     """(lots the book holds inside the band, the largest lots whose result keeps the fund
-    at or above `floor`). `levels` are (price, qty) in the order a taker meets them, all
+    at or above `floor`, or above where it starts if that is lower). `levels` are (price, qty) in the order a taker meets them, all
     inside the band. The fund after k lots is fund + exit(k) - removal(k) for a long
     parcel (removal(k) - exit(k) for a short); it rises over levels better than bankruptcy
     and falls over worse ones, so the lots it allows are a prefix, found by bisection."""
@@ -147,6 +148,9 @@ def sweep_size(parcel: Parcel, levels: list[tuple[int, int]], k: int, fund: int,
         result = exit_notional(n) - parcel.removal(n) if parcel.qty > 0 else parcel.removal(n) - exit_notional(n)
         return fund + result
 
+    # A fund already below its floor (funding, a bankruptcy cover) may still work a parcel
+    # as long as the fills do not take it lower: the bar is the lower of the two.
+    floor = min(floor, fund)
     if available == 0 or fund_after(available) >= floor:
         return available, available
     # fund_after is unimodal: find its peak (the end of the last level better than
@@ -156,8 +160,6 @@ def sweep_size(parcel: Parcel, levels: list[tuple[int, int]], k: int, fund: int,
         if fund_after(end) < fund_after(peak):
             break
         peak = end
-    if fund_after(peak) < floor:
-        return available, 0
     lo, hi = peak, available  # fund_after(lo) >= floor > fund_after(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -169,29 +171,93 @@ def sweep_size(parcel: Parcel, levels: list[tuple[int, int]], k: int, fund: int,
 
 
 # ---------------------------------------------------------------------------- ADL ranks
+# A rank is an exact fraction kept as (numerator, denominator > 0): comparing two is one
+# cross-multiplication, far cheaper than Fraction objects when a crash ranks thousands of
+# positions per ADL. None ranks last.
 
-def bitmex_rank(qty: int, cost: int, mark_notional: int, share: int) -> Fraction | None:
+def bitmex_rank(qty: int, cost: int, mark_notional: int, share: int) -> tuple[int, int] | None:
     """PnL% x effective leverage when PnL% > 0, PnL% / effective leverage otherwise;
     PnL% = (mark value - entry value) / |entry value| (values signed, shorts negative);
     effective leverage = |mark value| / (mark value - bankruptcy value) = N / share.
     None (ranks last) when the equity share is <= 0.
 
-    >>> bitmex_rank(-800, 25_600, 22_400, 5_200)
-    Fraction(7, 13)
+    >>> bitmex_rank(-800, 25_600, 22_400, 5_200)  # CLEARING.md Example 10: 7/13
+    (71680000, 133120000)
     """
     if share <= 0 or cost == 0:
         return None
-    sign = 1 if qty > 0 else -1
-    pnl = Fraction(sign * (mark_notional - cost), cost)
-    leverage = Fraction(mark_notional, share)
-    if leverage == 0:
-        return pnl
-    return pnl * leverage if pnl > 0 else pnl / leverage
+    gain = mark_notional - cost if qty > 0 else cost - mark_notional  # PnL% = gain / cost
+    if mark_notional == 0:
+        return gain, cost
+    if gain > 0:
+        return gain * mark_notional, cost * share  # (gain / cost) x (N / share)
+    return gain * share, cost * mark_notional  # (gain / cost) / (N / share)
 
 
-def binance_rank(unrealised: int, wallet: int, maintenance: int, equity: int, one_unit: int) -> Fraction:
+def binance_rank(unrealised: int, wallet: int, maintenance: int, equity: int,
+                 one_unit: int) -> tuple[int, int]:
     """max(0, unrealised PnL) / max(1 unit of the asset, wallet) x maintenance / equity
     (0 when equity <= 0)."""
     if equity <= 0:
-        return Fraction(0)
-    return Fraction(max(0, unrealised), max(one_unit, wallet)) * Fraction(maintenance, equity)
+        return 0, 1
+    return max(0, unrealised) * maintenance, max(one_unit, wallet) * equity
+
+
+def better(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
+    """True when rank `a` is strictly above rank `b` (None is below every rank)."""
+    if a is None:
+        return False
+    if b is None:
+        return True
+    return a[0] * b[1] > b[0] * a[1]
+
+
+def rank_text(rank: tuple[int, int] | None) -> str:
+    """The rank as an exact reduced fraction for the `adl` output ("7/13"), or "last"."""
+    if rank is None:
+        return "last"
+    return str(Fraction(*rank))
+
+
+def rank_order(candidates: list[tuple[str, tuple[int, int] | None]]) -> list[tuple[str, tuple[int, int] | None]]:
+    """(account, rank) pairs best first, ties by account id, exactly. Sorted by the ranks'
+    floats first (one C-level sort), then every run of floats too close to separate is
+    re-sorted by exact cross-multiplication, so the order is the exact one.
+
+    >>> rank_order([("b", (1, 3)), ("a", None), ("c", (2, 6)), ("d", (1, 2))])
+    [('d', (1, 2)), ('b', (1, 3)), ('c', (2, 6)), ('a', None)]
+    """
+    def approx(item: tuple[str, tuple[int, int] | None]) -> float:
+        rank = item[1]
+        return float("-inf") if rank is None else rank[0] / rank[1]
+
+    def exact(x: tuple, y: tuple) -> int:
+        if better(x[1], y[1]):
+            return -1
+        if better(y[1], x[1]):
+            return 1
+        return -1 if x[0] < y[0] else (1 if x[0] > y[0] else 0)
+
+    ordered = sorted(candidates, key=lambda item: (-approx(item), item[0]))
+    result: list[tuple[str, tuple[int, int] | None]] = []
+    i = 0
+    while i < len(ordered):
+        j = i + 1
+        a = approx(ordered[i])
+        while j < len(ordered) and _close(a, approx(ordered[j])):
+            j += 1
+        run = ordered[i:j]
+        if len(run) > 1:
+            run.sort(key=cmp_to_key(exact))
+        result += run
+        i = j
+    return result
+
+
+def _close(a: float, b: float) -> bool:
+    """Two rank floats that rounding could have put in the wrong order (or equal)."""
+    if a == b:
+        return True
+    if a == float("-inf") or b == float("-inf"):
+        return False
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))

@@ -70,29 +70,48 @@ funding = {{ interval_s = {interval_s}, cap = 300_000, floor = -300_000 }}
 """
 
 
+CRASH_RULES = """\
+liquidation = {{ execution = "sweep", band = 5_000_000 }}
+insurance_fund = {{ opening = 5_000_000_000_000, floor = 0 }}
+adl = {{ ranking = "bitmex" }}
+"""
+CRASH_WINDOW = (0.3, 0.6)  # the sell-off, as fractions of the day's instructions
+
+
 def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
-                           progress: Callable[[int], None] | None = None) -> Path:
+                           progress: Callable[[int], None] | None = None,
+                           crash: bool = False) -> Path:
     """The realistic order stream from `accounts` accounts, plus what clearing needs:
     every account funded and holding a position (longs and shorts pairwise, so they net to
     zero; leverage 1x..200x, so some accounts meet margin calls as the mark walks), a mark
     per second (the generating book's mid), funding from a `funding` table every 4 s and
     from premium samples (one per second, 3 s interval) at the boundaries the table does
-    not cover, and deposits and withdrawals (some too large, so refused)."""
+    not cover, and deposits and withdrawals (some too large, so refused).
+
+    With `crash`, the synthetic crash day: the order flow sells off by 8% between 30% and
+    60% of the day (datasets/order_streams.py), the insurance fund opens with 50,000 USDT,
+    and liquidations are swept inside a 5% band, so leveraged longs are liquidated in a
+    cascade into a thinning book and ADL reaches the profitable shorts."""
     import random
 
     import polars as pl
 
     from datasets.tables import write_table
 
-    cols = realistic_stream(n, seed=seed, accounts=accounts, progress=progress)
+    cols = realistic_stream(n, seed=seed, accounts=accounts, progress=progress,
+                            crash=CRASH_WINDOW if crash else None)
     out.mkdir(parents=True, exist_ok=True)
     end_ns = (cols.ts[-1] if n else START_NS) + 1
-    name = f"clearing-orders-{n}-accounts{accounts}-seed{seed}"
-    provenance = (f"backtest generate orders --clearing --n {n} --accounts {accounts} "
-                  f"--seed {seed}")
+    if crash:
+        name = f"crash-day-{n}-accounts{accounts}-seed{seed}"
+        provenance = f"backtest generate crash-day --n {n} --accounts {accounts} --seed {seed}"
+    else:
+        name = f"clearing-orders-{n}-accounts{accounts}-seed{seed}"
+        provenance = (f"backtest generate orders --clearing --n {n} --accounts {accounts} "
+                      f"--seed {seed}")
     (out / "dataset.toml").write_text(
         MANIFEST.format(name=name, start_ns=START_NS, end_ns=end_ns, provenance=provenance)
-        + CLEARING_RULES.format(interval_s=3))
+        + CLEARING_RULES.format(interval_s=3) + (CRASH_RULES.format() if crash else ""))
     write_orders(cols, out / "orders.parquet")
     rng = random.Random(f"clearing-{seed}")
     names = [f"acct{i:05d}" for i in range(accounts)]  # realistic_stream's account names

@@ -70,10 +70,17 @@ class OrderColumns:
                 self.order_type, self.tif, self.price, self.qty, self.stp)
 
 
+CRASH_MARKETABLE = 0.10  # extra share of instructions turned marketable during a crash
+CRASH_BUY_SHARE = 0.15  # share of marketable orders that buy during a crash
+CRASH_BID_BACKOFF = 12  # new bids sit this many times further below the fair price
+CRASH_DEPTH = 0.08  # the fair price falls this far over the crash window
+
+
 def realistic_stream(
     n: int, *, seed: int = 1, symbols: tuple[str, ...] = ("BTCUSDT",), accounts: int = 500,
     mid_ticks: int = 300_000, target_live: int = 5_000,
     progress: Callable[[int], None] | None = None,
+    crash: tuple[float, float] | None = None,
 ) -> OrderColumns:
     """`n` instructions of the realistic mix over `symbols`, from `accounts` accounts.
 
@@ -81,6 +88,13 @@ def realistic_stream(
     ticks), some improve an open spread, 10% are post-only. Marketable orders are half
     market, half IOC limits a few ticks through the touch; their size adapts so the live
     book hovers around `target_live` orders per symbol instead of growing with `n`.
+
+    `crash` = (start, end) as fractions of the stream: inside that window a sell-off runs
+    (CRASH_* below): a fair price slides CRASH_DEPTH below `mid_ticks`; sellers quote near
+    it, buyers step back far below it, most marketable orders sell and they come three
+    times as often, so the bids above the fair price are eaten and the book is thin. After
+    the window both sides quote around the bottom. Same number of random draws per
+    instruction either way.
     """
     rng = random.Random(seed)
     rules = {s: SymbolRules() for s in symbols}
@@ -91,9 +105,11 @@ def realistic_stream(
     ts = START_NS
     next_second = START_NS
     next_id = 1
+    crash_from, crash_to = (int(crash[0] * n), int(crash[1] * n)) if crash else (n, n)
     for i in range(n):
         if progress is not None and i % 65_536 == 0:
             progress(i)
+        crashing = crash_from <= i < crash_to
         ts += rng.randint(1_000, 200_000)
         while next_second <= ts:
             for s in symbols:
@@ -108,6 +124,8 @@ def realistic_stream(
         while pool and pool[-1] not in shadow.orders:
             pool.pop()
         r = rng.random()
+        if crashing and r < CRASH_MARKETABLE:
+            r = 0.97  # the sell-off: marketable flow instead of an add
         if r >= 0.55 and r < 0.95 and not pool:
             r = 0.0  # nothing to cancel or amend yet: add instead
         if r < 0.55:
@@ -128,6 +146,20 @@ def realistic_stream(
                     price = ask - 1
                 if bid is not None and price <= bid:
                     price = bid + 1
+            if i >= crash_from:
+                # The fair price slides down over the window and stays at the bottom after
+                # it; sellers quote near it, buyers step back below it while it falls.
+                progress_ = min(1.0, (i - crash_from) / max(1, crash_to - crash_from))
+                fair = int(mid_ticks * (1 - CRASH_DEPTH * progress_))
+                if side == BUY:
+                    price = min(price, fair - (CRASH_BID_BACKOFF if crashing else 1) * (offset + 1))
+                    if ask is not None and price >= ask:
+                        price = ask - 1
+                else:
+                    price = min(price, fair + offset)
+                    if bid is not None and price <= bid:
+                        price = bid + 1
+                price = max(1, price)
             tif = POST_ONLY if rng.random() < 0.1 else GTC
             qty = rng.randint(1, 100)
             row = (ts, NEW, names[rng.randrange(accounts)], symbol, next_id, side, LIMIT, tif,
@@ -160,7 +192,7 @@ def realistic_stream(
                 row = (ts, AMEND, order.account, symbol, oid, order.side, LIMIT, GTC, new_price,
                        new_qty, STP_CANCEL_TAKER)
         else:
-            side = BUY if rng.random() < 0.5 else SELL
+            side = BUY if rng.random() < (CRASH_BUY_SHARE if crashing else 0.5) else SELL
             scale = max(1, len(shadow.orders) * len(symbols) // target_live)
             qty = rng.randint(1, 200) * scale
             if rng.random() < 0.5:

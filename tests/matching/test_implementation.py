@@ -9,7 +9,7 @@ from tests.conftest import PURE
 
 COMPILED = ("matching.book", "matching.engine", "clearing.money", "clearing.positions",
             "clearing.margin", "clearing.ledger", "clearing.settlement", "clearing.watch",
-            "clearing.pretrade", "backtest.replay")
+            "clearing.pretrade", "clearing.liquidation", "backtest.replay")
 
 
 def test_the_suite_runs_on_the_implementation_it_claims():
