@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, binance_rank,
+from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, better, binance_rank,
                                   bitmex_rank, equity_shares, rank_order, rank_text, safe_price,
                                   sweep_size)
 from clearing.money import SCALE, div_ceil
@@ -43,7 +43,8 @@ from clearing.pretrade import OrderIntent, check_order
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
 from matching import Matcher
-from matching.types import AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, REJECTED, SELL
+from matching.types import (AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, R_REDUCE_ONLY,
+                             REJECTED, SELL)
 
 MARGIN_CALL = "margin_call"
 TRANSFER = "transfer"
@@ -93,7 +94,7 @@ class Replay:
     """State of one replay: the matcher, clearing, the margin watch and the output list."""
 
     def __init__(self, matcher: Matcher, clearing: Clearing, events: list[tuple],
-                 liquidation: LiquidationRules | None = None) -> None:
+                 liquidation: LiquidationRules | None = None, *, adl_cache: bool = True) -> None:
         self.matcher = matcher
         self.clearing = clearing
         self.watch = MarginWatch(clearing)
@@ -104,6 +105,7 @@ class Replay:
         self._next = 0
         self._next_ts = events[0][0] if events else None
         self.open_orders: dict[str, list[int]] = {}  # account -> ids that may rest
+        self._reduce_only: dict[str, list[int]] = {}  # account -> resting reduce-only ids
         # account -> symbol -> (open qty, highest limit, count): see _orders_margin_bound.
         self._bound: dict[str, dict[str, tuple[int, int, int]]] = {}
         self._min_leverage = {s: min(spec.tiers.max_leverage) for s, spec in clearing.symbols.items()
@@ -121,6 +123,11 @@ class Replay:
         self._next_liquidation_id = 1
         self.trigger_seq: dict[int, int] = {}  # liquidation id -> seq of its margin_call row
         self.legs: list[Leg] = []
+        # ADL rank cache (see _ranked): ranks hold until the next mark, except for the
+        # accounts whose balance or position changed since (the ledger's change log).
+        self._mark_version = 0
+        self._adl_cache: dict[tuple[str, bool], tuple[int, int, list]] = {}
+        self._use_adl_cache = adl_cache  # False: rank every holder at every ADL (tests)
         self.liquidated = 0  # liquidation events (an account's pool at a time)
 
     # ------------------------------------------------------------------ merge
@@ -161,6 +168,8 @@ class Replay:
                     else:
                         ids.append(oid)
                     self._bound_add(account, symbol, order.qty, order.price)
+                    if ro_col[i]:
+                        self._reduce_only.setdefault(account, []).append(oid)
             elif action == CANCEL:
                 matcher.cancel(ts, account, symbol, oid)
             else:
@@ -178,6 +187,8 @@ class Replay:
                     self._bound_add(account, symbol, order.qty, order.price)
             touched = self._clear_fills(ts, n0)
             if touched:
+                if self._reduce_only:
+                    self._trim_reduce_only(ts, touched)
                 self._check(ts, touched, "fill")
         self.instructions += len(ts_col)
 
@@ -250,7 +261,16 @@ class Replay:
         pos = None if held is None else held.get(symbol)
         intent = OrderIntent(qty if side == BUY else -qty, price, reduce_only)
         if reduce_only:
-            return check_order(intent, position_qty=0 if pos is None else pos.qty, equity=0,
+            # The position must cover this order and the account's resting reduce-only
+            # orders on the same side, so together they can never flip it.
+            resting = self._reduce_only_qty(account, symbol, side)
+            position = 0 if pos is None else pos.qty
+            if resting:
+                left = position - resting if position > 0 else position + resting
+                if position == 0 or left == 0 or (left > 0) != (position > 0):
+                    return "reduce_only_would_increase"
+                position = left
+            return check_order(intent, position_qty=position, equity=0,
                                initial_in_use=0, mark=None, k=spec.k, tiers=spec.tiers,
                                taker_rate=0)
         figures = c.pool(account, spec.settle)
@@ -267,6 +287,45 @@ class Replay:
                            initial_in_use=figures.initial + self._orders_margin(account, spec.settle),
                            mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate)
 
+    def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
+        """Open lots of the account's resting reduce-only orders in `symbol` on `side`."""
+        ids = self._reduce_only.get(account)
+        if not ids:
+            return 0
+        resting = self.matcher.orders
+        live = [oid for oid in ids if oid in resting]
+        if len(live) != len(ids):
+            if live:
+                self._reduce_only[account] = live
+            else:
+                del self._reduce_only[account]
+        return sum(resting[oid].qty for oid in live
+                   if resting[oid].book.symbol == symbol and resting[oid].side == side)
+
+    def _trim_reduce_only(self, ts: int, accounts: Iterable[str]) -> None:
+        """After fills, an account's resting reduce-only orders may no longer be covered by
+        its position (it shrank or flipped): cancel them, newest first, reason
+        `reduce_only`, until what is left on the reducing side fits the position."""
+        matcher, out = self.matcher, self.out
+        for account in sorted(a for a in accounts if a in self._reduce_only):
+            n0 = len(out)
+            for symbol in sorted({matcher.orders[o].book.symbol for o in self._reduce_only[account]
+                                  if o in matcher.orders}):
+                pos = self.clearing.position(account, symbol)
+                held = 0 if pos is None else pos.qty
+                for side in (BUY, SELL):
+                    room = abs(held) if held and (held > 0) != (side == BUY) else 0
+                    excess = self._reduce_only_qty(account, symbol, side) - room
+                    for oid in reversed(list(self._reduce_only.get(account, []))):
+                        if excess <= 0:
+                            break
+                        order = matcher.orders.get(oid)
+                        if order is None or order.book.symbol != symbol or order.side != side:
+                            continue
+                        excess -= order.qty
+                        matcher.cancel(ts, account, symbol, oid, R_REDUCE_ONLY)
+            self.seq += len(out) - n0
+
     def _amend_margin(self, account: str, symbol: str, oid: int, price: int | None,
                       qty: int | None) -> str | None:
         """An amend that raises an order's qty or moves its price is checked like a new
@@ -281,6 +340,15 @@ class Replay:
         new_qty = order.qty if qty is None else qty
         if new_qty == 0 or (new_qty <= order.qty and new_price == order.price):
             return None
+        if oid in self._reduce_only.get(account, ()):
+            # A reduce-only order is exempt from margin but must stay covered.
+            if new_qty <= order.qty:
+                return None
+            pos = self.clearing.position(account, symbol)
+            held = 0 if pos is None else pos.qty
+            room = abs(held) if held and (held > 0) != (order.side == BUY) else 0
+            more = self._reduce_only_qty(account, symbol, order.side) - order.qty + new_qty
+            return "reduce_only_would_increase" if more > room else None
         c = self.clearing
         spec = c.symbols[symbol]
         mark = c.marks.get(symbol)
@@ -417,6 +485,8 @@ class Replay:
         """A mark update: the fund's open parcels in the symbol are worked again (takeover
         order), then the accounts it (or those fills) may have made liquidatable are checked."""
         self.clearing.marks[symbol] = mark
+        self._mark_version += 1  # every cached ADL rank is void
+        self.clearing.ledger.changed.clear()
         touched: set[str] = set()
         for parcel in list(self.clearing.live_parcels[symbol]):
             touched |= self._work(ts, parcel)
@@ -516,21 +586,26 @@ class Replay:
         held = c.positions[account]
         pos = held[symbol]
         spec = c.symbols[symbol]
-        figures = c.pool(account, asset)
         mark = c.marks.get(symbol)
         at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
+        unrealised = at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
+        wallet = c.ledger.balances.get((account, asset), 0)
+        if len(held) == 1:  # the common case: the pool's equity is all this position's
+            equity = wallet + unrealised
+        else:
+            equity = c.pool(account, asset).equity
         if self.liquidation.ranking == "binance":
-            unrealised = at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
-            wallet = c.ledger.balance(account, asset)
             maintenance = spec.tiers.maintenance(at_mark)
-            return binance_rank(unrealised, wallet, maintenance, figures.equity,
+            return binance_rank(unrealised, wallet, maintenance, equity,
                                 self.liquidation.one_unit.get(asset, 1))
+        if len(held) == 1:
+            return bitmex_rank(pos.qty, pos.cost, at_mark, equity)
         notionals = []
         for s in sorted(held):
             if c.symbols[s].settle == asset:
                 m = c.marks.get(s)
                 notionals.append((s, held[s].cost if m is None else abs(held[s].qty) * m * c.symbols[s].k))
-        share = equity_shares(figures.equity, notionals)[symbol]
+        share = equity_shares(equity, notionals)[symbol]
         return bitmex_rank(pos.qty, pos.cost, at_mark, share)
 
     def _adl(self, ts: int, parcel: Parcel) -> set[str]:
@@ -541,13 +616,10 @@ class Replay:
         symbol, asset = parcel.symbol, parcel.asset
         spec = c.symbols[symbol]
         long_parcel = parcel.qty > 0
-        candidates = [(account, self._rank(account, asset, symbol))
-                      for account, pos in c.holders[symbol].items()
-                      if (pos.qty > 0) != long_parcel and not is_exchange_account(account)]
         touched: set[str] = set()
         reference = f"adl:{parcel.liquidation_id}"
         n0 = len(out)
-        for account, rank in rank_order(candidates):
+        for account, rank in self._ranked(symbol, asset, long_parcel):
             if not parcel.qty:
                 break
             qty = self._adl_capacity(account, parcel, min(abs(parcel.qty), abs(c.holders[symbol][account].qty)))
@@ -574,6 +646,49 @@ class Replay:
                         notional, price, "fund_parcel", None))
         self.seq += len(out) - n0
         return touched
+
+    def _ranked(self, symbol: str, asset: str, long_parcel: bool):
+        """Opposite-side user positions in `symbol`, best-ranked first (exact, ties by
+        account id), as (account, rank). Ranking every holder per ADL would make a crash
+        cost (liquidations x holders); instead the full ranking is built once per mark and
+        side, and each later ADL re-ranks only the accounts whose balance or position
+        changed since (the ledger's change log, cleared at every mark), merging the two
+        orders. A rank depends only on the marks, the account's balance and positions."""
+        c = self.clearing
+        holders = c.holders[symbol]
+
+        def candidate(account: str) -> bool:
+            pos = holders.get(account)
+            return pos is not None and (pos.qty > 0) != long_parcel and not is_exchange_account(account)
+
+        changed = c.ledger.changed
+        key = (symbol, long_parcel)
+        cached = self._adl_cache.get(key) if self._use_adl_cache else None
+        if cached is None or cached[0] != self._mark_version:
+            order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders if candidate(a)])
+            cached = self._adl_cache[key] = (self._mark_version, len(changed), order)
+        _, seen, order = cached
+        stale = set(changed[seen:])
+        fresh = rank_order([(a, self._rank(a, asset, symbol)) for a in sorted(stale) if candidate(a)])
+        i = j = 0
+        while True:
+            while i < len(order) and order[i][0] in stale:
+                i += 1
+            if i == len(order) and j == len(fresh):
+                return
+            if j == len(fresh):
+                pick, i = order[i], i + 1
+            elif i == len(order):
+                pick, j = fresh[j], j + 1
+            else:
+                a, b = order[i], fresh[j]
+                first = better(a[1], b[1]) or (not better(b[1], a[1]) and a[0] < b[0])
+                if first:
+                    pick, i = a, i + 1
+                else:
+                    pick, j = b, j + 1
+            if candidate(pick[0]):
+                yield pick
 
     def _adl_capacity(self, account: str, parcel: Parcel, most: int) -> int:
         """The lots (<= `most`) `account` can take from `parcel` by ADL without its equity

@@ -151,9 +151,10 @@ def _premium_funding(path: Path, frame: pl.DataFrame, manifest: Manifest, rules:
 
 
 def run_replay(dataset: Path, out: Path, *,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None, adl_cache: bool = True) -> dict:
     """Replay `dataset` into run folder `out`; return the summary. Raises InputError
-    (nothing written) on bad input. `progress(done, total)` after each order batch."""
+    (nothing written) on bad input. `progress(done, total)` after each order batch.
+    `adl_cache=False` ranks every holder at every ADL (a test holds the cache to it)."""
     manifest = load_manifest(dataset)
     rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path),
                        sorted({i.settle for i in manifest.instruments.values()}))
@@ -169,7 +170,7 @@ def run_replay(dataset: Path, out: Path, *,
         fund_floor=rules.fund_floor, ranking=rules.adl_ranking,
         price_step={s: i.price_step for s, i in manifest.instruments.items()},
         one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
-    replay = Replay(matcher, clearing, events, liquidation)
+    replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache)
     for account in sorted(clearing.positions):
         replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}

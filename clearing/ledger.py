@@ -22,6 +22,9 @@ class Ledger:
         self.out: list[tuple] = []
         # Per asset: opening balances + deposits - withdrawals (the conservation target).
         self.external: dict[str, int] = defaultdict(int)
+        # Accounts whose balance (or, via Clearing, position) changed, in order; the owner
+        # reads and clears it (the replay's ADL rank cache re-ranks exactly these).
+        self.changed: list[str] = []
 
     def open_balance(self, account: str, asset: str, amount: int) -> None:
         """A balance present when the replay starts (not an entry of the run)."""
@@ -33,6 +36,7 @@ class Ledger:
         if amount == 0:
             return
         self.balances[(account, asset)] += amount
+        self.changed.append(account)
         self.out.append((LEDGER, ts, account, asset, amount, kind, reference))
         if kind == "deposit" or kind == "withdraw":
             self.external[asset] += amount

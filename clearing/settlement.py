@@ -133,6 +133,7 @@ class Clearing:
         return pos
 
     def _apply(self, account: str, symbol: str, lots: int, n: int) -> int:
+        self.ledger.changed.append(account)
         held = self.positions.get(account)
         pos = None if held is None else held.get(symbol)
         if pos is None:

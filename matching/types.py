@@ -69,9 +69,10 @@ R_FOK_UNFILLABLE: Final = "fok_unfillable"  # FOK that cannot fill in full: noth
 R_USER: Final = "user"  # a cancel instruction or an amend to zero
 R_SELF_TRADE: Final = "self_trade"  # self-trade prevention, taker or maker
 R_LIQUIDATION: Final = "liquidation"  # clearing cancels a liquidated account's orders
+R_REDUCE_ONLY: Final = "reduce_only"  # a resting reduce-only order the position no longer covers
 
 REASONS: Final = (
     R_UNKNOWN_SYMBOL, R_INVALID_PRICE, R_OFF_TICK, R_INVALID_QTY, R_BELOW_MIN_QTY,
     R_DUPLICATE_ORDER_ID, R_INVALID_ORDER, R_WOULD_CROSS, R_UNKNOWN_ORDER, R_NO_LIQUIDITY,
-    R_IOC_REMAINDER, R_FOK_UNFILLABLE, R_USER, R_SELF_TRADE, R_LIQUIDATION,
+    R_IOC_REMAINDER, R_FOK_UNFILLABLE, R_USER, R_SELF_TRADE, R_LIQUIDATION, R_REDUCE_ONLY,
 )

@@ -170,3 +170,20 @@ def test_a_user_left_flat_and_negative_is_made_whole_by_the_fund():
     (row,) = [r for r in replay.out if r[0] == "insurance"]
     assert row[3:6] == (-10_490, -10_490, "bankruptcy")
     assert replay.clearing.conservation_gap("USDT") == 0
+
+
+def test_resting_reduce_only_orders_can_never_flip_a_position():
+    # a is long 10. Two reduce-only sells of 10: the second is refused, since the first
+    # already covers the position (together they would flip it with no margin).
+    replay = make({"a": 10**9, "b": 10**9, "m": 10**9}, positions=[("a", 10, 1_000), ("b", -10, 1_000)])
+    assert order(replay, 1, "a", 1, SELL, 1_100, 10, reduce_only=True)[0][0] == ACCEPTED
+    assert order(replay, 2, "a", 2, SELL, 1_100, 10, reduce_only=True)[0][5] == "reduce_only_would_increase"
+    assert order(replay, 3, "a", 1, SELL, 1_200, 10, action=AMEND)[0][0] == AMENDED  # a new price: fine
+    assert order(replay, 4, "a", 1, SELL, None, 11, action=AMEND)[0][5] == "reduce_only_would_increase"
+    # A plain sell of 4 fills against m's bid: the position shrinks to 6 and the resting
+    # reduce-only order of 10 is no longer covered: cancelled, reason `reduce_only`.
+    order(replay, 5, "m", 4, BUY, 1_000, 4)
+    out = order(replay, 6, "a", 5, SELL, 1_000, 4)
+    cancels = [r for r in out if r[0] == "cancelled"]
+    assert [(r[4], r[5]) for r in cancels] == [(1, "reduce_only")]
+    assert replay.clearing.position("a", "X").qty == 6
