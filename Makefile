@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd clearing/*.py) backtest/replay.py
 
-DEMO_DATA := data/demo-day
-DEMO_RUN := runs/demo-day
+DEMO_DATA := data/crash-day
+DEMO_RUN := runs/crash-day
 
 .PHONY: demo test test-fast bench clean
 
@@ -21,7 +21,7 @@ $(STAMP): $(DEPS)
 	@touch $(STAMP)
 
 $(DEMO_DATA)/orders.parquet: $(STAMP)
-	$(BIN)/backtest generate orders $(DEMO_DATA) --clearing --n 1000000 --accounts 2000 --seed 1
+	$(BIN)/backtest generate crash-day $(DEMO_DATA) --n 1000000 --accounts 2000 --seed 1
 
 demo: $(STAMP) $(DEMO_DATA)/orders.parquet
 	$(BIN)/backtest run $(DEMO_DATA) --out $(DEMO_RUN)
@@ -43,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest bench -m bench --benchmark-enable --benchmark-columns=min,median,rounds
 
 clean:
-	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so clearing/*.c clearing/*.so backtest/*.c backtest/*.so runs data/demo-day
+	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so clearing/*.c clearing/*.so backtest/*.c backtest/*.so runs data/crash-day
