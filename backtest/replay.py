@@ -38,7 +38,7 @@ from fractions import Fraction
 from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, better, binance_rank,
                                   bitmex_rank, equity_shares, rank_order, rank_text, safe_price,
                                   sweep_size)
-from clearing.money import SCALE, div_ceil
+from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import OrderIntent, check_order
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -62,6 +62,8 @@ class LiquidationRules:
     fee: int = 0  # partial mode's liquidation fee over 1e8 of fill notional
     fund_floor: int = 0  # minor units of each settlement asset
     ranking: str = "bitmex"  # bitmex | binance
+    max_takeover: int | None = None  # over 1e8 of the fund's balance; None: no cap
+    adl_fees: bool = False  # ADL fills pay the deleveraged account's taker fee
     price_step: dict[str, int] = field(default_factory=dict)  # symbol -> ticks
     one_unit: dict[str, int] = field(default_factory=dict)  # asset -> minor units in 1 unit
 
@@ -529,9 +531,37 @@ class Replay:
         for parcel in parcels:
             self.trigger_seq[parcel.liquidation_id] = trigger_seq
         for parcel in parcels:
+            keep = self._takeover_cap(parcel)
+            if keep < abs(parcel.qty):  # the cap sends the rest straight to ADL
+                touched |= self._adl(ts, parcel, keep=keep)
             touched |= self._work(ts, parcel)
         self.watch.check(account)  # re-arm its safe ranges for what it still holds
         return touched
+
+    def _takeover_cap(self, parcel: Parcel) -> int:
+        """Lots of a new parcel the fund may keep under `insurance_fund.max_takeover`: the
+        largest k whose bankruptcy notional (section 2's rounding) fits, with the parcels
+        it already holds, under max_takeover x its balance / 1e8 (CLEARING.md 5.4)."""
+        cap = self.liquidation.max_takeover
+        lots = abs(parcel.qty)
+        if cap is None:
+            return lots
+        c = self.clearing
+        held = sum(p.cost for parcels in c.live_parcels.values() for p in parcels
+                   if p.asset == parcel.asset and p is not parcel)
+        room = max(0, c.ledger.balance(FUND, parcel.asset)) * cap // SCALE - held
+        if parcel.removal(lots) <= room:
+            return lots
+        lo, hi = 0, lots  # removal(lo) fits (0 always does when room >= 0), removal(hi) not
+        if room < 0:
+            return 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if parcel.removal(mid) <= room:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def _levels(self, symbol: str, selling: bool, limit: int) -> list[tuple[int, int]]:
         """(price, qty) of the book levels a liquidation order at `limit` would meet, in the
@@ -557,11 +587,13 @@ class Replay:
         """Work one parcel into the book by its execution mode (section 5.3); send to ADL
         what `ioc_at_bankruptcy` leaves or what the floor forbids."""
         c, rules = self.clearing, self.liquidation
+        touched: set[str] = set()
+        if not parcel.qty:
+            return touched  # closed already (the takeover cap sent it all to ADL)
         spec = c.symbols[parcel.symbol]
         mark = c.marks.get(parcel.symbol)
         selling = parcel.qty > 0
         step = rules.price_step.get(parcel.symbol, 1)
-        touched: set[str] = set()
         if parcel.execution == "ioc_at_bankruptcy":
             limit = safe_price(parcel.cost, parcel.qty, spec.k, selling=selling, step=step)
             size, to_adl = abs(parcel.qty), True
@@ -608,10 +640,12 @@ class Replay:
         share = equity_shares(equity, notionals)[symbol]
         return bitmex_rank(pos.qty, pos.cost, at_mark, share)
 
-    def _adl(self, ts: int, parcel: Parcel) -> set[str]:
-        """Close the parcel's remainder against opposite user positions, best-ranked first
-        (ties by account id), each taking min(remainder, its position); then against the
-        fund's own opposite parcels, oldest first; what is left stays in the parcel."""
+    def _adl(self, ts: int, parcel: Parcel, keep: int = 0) -> set[str]:
+        """Close the parcel's remainder (all but `keep` lots) against opposite user
+        positions, best-ranked first (ties by account id), each taking min(remainder, its
+        position); then against the fund's own opposite parcels, oldest first; what is
+        left stays in the parcel. With `adl.fees` the deleveraged account pays its taker
+        fee on the ADL notional."""
         c, out = self.clearing, self.out
         symbol, asset = parcel.symbol, parcel.asset
         spec = c.symbols[symbol]
@@ -620,24 +654,30 @@ class Replay:
         reference = f"adl:{parcel.liquidation_id}"
         n0 = len(out)
         for account, rank in self._ranked(symbol, asset, long_parcel):
-            if not parcel.qty:
+            if abs(parcel.qty) <= keep:
                 break
-            qty = self._adl_capacity(account, parcel, min(abs(parcel.qty), abs(c.holders[symbol][account].qty)))
+            qty = self._adl_capacity(account, parcel, min(abs(parcel.qty) - keep,
+                                                          abs(c.holders[symbol][account].qty)))
             if qty == 0:
                 continue
             notional = c.adl_fill(ts, parcel, account, qty, reference)
+            taker_fee = 0
+            if self.liquidation.adl_fees:
+                taker_fee = fee(notional, c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1])
+                c.ledger.post(ts, account, asset, -taker_fee, "fee", reference)
+                c.ledger.post(ts, "fees", asset, taker_fee, "fee", reference)
             price = safe_price(notional, qty, spec.k, selling=long_parcel)
             out.append((FILL_ROW, ts, symbol, price, qty, SELL if long_parcel else BUY, None, None,
-                        FUND, account, 0, 0, ADL, notional))
+                        FUND, account, 0, taker_fee, ADL, notional))
             out.append((ADL, ts, parcel.liquidation_id, parcel.account, symbol, account, qty,
                         notional, price, rank_text(rank), None if rank is None else rank[0] / rank[1]))
             touched.add(account)
         for other in list(c.live_parcels[symbol]):
-            if not parcel.qty:
+            if abs(parcel.qty) <= keep:
                 break
             if other is parcel or (other.qty > 0) == long_parcel:
                 continue
-            qty = min(abs(parcel.qty), abs(other.qty))
+            qty = min(abs(parcel.qty) - keep, abs(other.qty))
             notional = c.parcel_cross(ts, parcel, other, qty, reference)
             price = safe_price(notional, qty, spec.k, selling=long_parcel)
             out.append((FILL_ROW, ts, symbol, price, qty, SELL if long_parcel else BUY, None, None,
@@ -714,9 +754,11 @@ class Replay:
                 return pos.cost
             return div_ceil(pos.cost * k, held) if pos.qty > 0 else (pos.cost * k) // held
 
+        rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1] if self.liquidation.adl_fees else 0
+
         def after(k: int) -> int:
             n = parcel.removal(k)
-            return equity + (valued(k) - n if parcel.qty > 0 else n - valued(k))
+            return equity + (valued(k) - n if parcel.qty > 0 else n - valued(k)) - fee(n, rate)
 
         if after(most) >= 0:
             return most

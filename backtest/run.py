@@ -168,6 +168,7 @@ def run_replay(dataset: Path, out: Path, *,
     liquidation = LiquidationRules(
         execution=rules.execution, band=rules.band, fee=rules.liquidation_fee,
         fund_floor=rules.fund_floor, ranking=rules.adl_ranking,
+        max_takeover=rules.max_takeover, adl_fees=rules.adl_fees,
         price_step={s: i.price_step for s, i in manifest.instruments.items()},
         one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
     replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache)

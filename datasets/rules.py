@@ -8,9 +8,11 @@ Keys read here (docs/manifest.md lists them with defaults):
 - `funding = { interval_s, cap, floor }`: the premium-index interval and the rate clamp.
 - `liquidation = { execution, band, fee }`: `ioc_at_bankruptcy` | `sweep` | `partial`; the
   sweep band over 1e8 of mark; the partial mode's liquidation fee over 1e8.
-- `insurance_fund = { opening, floor, asset }`: the fund's opening balance and floor in
-  minor units of `asset` (default USDT, or the only settlement asset).
-- `adl = { ranking }`: `bitmex` | `binance`.
+- `insurance_fund = { opening, floor, asset, max_takeover }`: the fund's opening balance
+  and floor in minor units of `asset` (default USDT, or the only settlement asset); the cap
+  on the bankruptcy notional of parcels it may hold, over 1e8 of its balance (none).
+- `adl = { ranking, fees }`: `bitmex` | `binance`; whether ADL fills pay the deleveraged
+  account's taker fee (false).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from matching.errors import InputError
 DEFAULT_FEES = (20_000, 50_000)  # maker, taker over 1e8
 DEFAULT_FUNDING = {"interval_s": 28_800, "cap": 300_000, "floor": -300_000}
 DEFAULT_LIQUIDATION = {"execution": "sweep", "band": 5_000_000, "fee": 0}
-DEFAULT_FUND = {"opening": 0, "floor": 0, "asset": None}
-DEFAULT_ADL = {"ranking": "bitmex"}
+DEFAULT_FUND = {"opening": 0, "floor": 0, "asset": None, "max_takeover": None}
+DEFAULT_ADL = {"ranking": "bitmex", "fees": False}
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class RuleSet:
     fund_floor: int = 0
     fund_asset: str = "USDT"
     adl_ranking: str = "bitmex"
+    max_takeover: int | None = None  # over 1e8 of the fund's balance
+    adl_fees: bool = False
 
 
 def _int(value: object) -> bool:
@@ -132,11 +136,17 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
         problems.append(f"rules.insurance_fund.asset: {asset!r} is not a settlement asset ({', '.join(assets)})")
     if _int(fund["opening"]) and _int(fund["floor"]) and fund["opening"] < fund["floor"]:
         problems.append(f"rules.insurance_fund: opening {fund['opening']} below floor {fund['floor']}")
+    cap = fund["max_takeover"]
+    if cap is not None and (not _int(cap) or cap < 0):
+        problems.append(f"rules.insurance_fund.max_takeover: an integer over 1e8 of the fund's balance, got {cap!r}")
     adl = _table(rules, "adl", DEFAULT_ADL, problems)
     if adl["ranking"] not in ADL_RANKINGS:
         problems.append(f"rules.adl.ranking: {adl['ranking']!r}; one of {', '.join(ADL_RANKINGS)}")
+    if not isinstance(adl["fees"], bool):
+        problems.append(f"rules.adl.fees: true or false, got {adl['fees']!r}")
     if problems:
         raise InputError(source, problems)
     return RuleSet(FeeSchedule(tuple(tiers)), margin, funding["interval_s"], funding["cap"],
                    funding["floor"], liquidation["execution"], liquidation["band"],
-                   liquidation["fee"], fund["opening"], fund["floor"], asset, adl["ranking"])
+                   liquidation["fee"], fund["opening"], fund["floor"], asset, adl["ranking"],
+                   cap, adl["fees"])

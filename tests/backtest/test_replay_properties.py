@@ -76,6 +76,8 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
                              band=data.draw(st.sampled_from([1_000_000, 5_000_000, 20_000_000])),
                              fee=data.draw(st.sampled_from([0, 500_000])),
                              ranking=data.draw(st.sampled_from(ADL_RANKINGS)),
+                             max_takeover=data.draw(st.sampled_from([None, 30_000_000, 300_000_000])),
+                             adl_fees=data.draw(st.booleans()),
                              one_unit={"USDT": 1_000, "USDC": 1_000})
     replay = Replay(matcher, clearing, [], rules)
     for account in sorted(clearing.positions):

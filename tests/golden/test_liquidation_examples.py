@@ -23,8 +23,9 @@ NO_FEES = FeeSchedule(((0, 0),))
 RICH = 10**9 * USDT
 
 
-def setup(balances, positions, fund, *, k=K, tiers=TIERS, execution="sweep", band=5_000_000):
-    clearing = Clearing({"X": SymbolSpec("USDT", k, tiers)}, NO_FEES)
+def setup(balances, positions, fund, *, k=K, tiers=TIERS, execution="sweep", band=5_000_000,
+          max_takeover=None, adl_fees=False, fees=NO_FEES):
+    clearing = Clearing({"X": SymbolSpec("USDT", k, tiers)}, fees)
     for account, balance in balances.items():
         clearing.ledger.open_balance(account, "USDT", balance)
     clearing.ledger.open_balance(FUND, "USDT", fund)
@@ -32,7 +33,8 @@ def setup(balances, positions, fund, *, k=K, tiers=TIERS, execution="sweep", ban
         clearing.load_position(account, "X", qty, entry)
     clearing.check_opening()
     replay = Replay(Matcher({"X": SymbolRules()}), clearing, [],
-                    LiquidationRules(execution=execution, band=band, one_unit={"USDT": USDT}))
+                    LiquidationRules(execution=execution, band=band, one_unit={"USDT": USDT},
+                                     max_takeover=max_takeover, adl_fees=adl_fees))
     for account in sorted(clearing.positions):
         replay.watch.check(account)
     return replay
@@ -167,3 +169,32 @@ def test_the_three_execution_modes_give_different_hand_computed_outcomes():
     # 0.500 at 28,050.0; it is then safe (equity 137.4 > maintenance 112.4496): no fund
     # result, no ADL, and it keeps 1.000.
     assert run_mode("partial") == (20 * USDT, 0, 1_000)
+
+
+def test_the_takeover_cap_sends_what_the_fund_may_not_hold_straight_to_adl():
+    # Fund 1,000 USDT, max_takeover 50%: it may hold parcels worth 500 USDT at bankruptcy
+    # notional. Example 5's takeover (42,000 USDT for 1,500 lots, 28 USDT a lot) keeps the
+    # largest k with ceil(42,000 x k / 1,500) <= 500: 17 lots (476 USDT; 18 would be 504).
+    # The other 1,483 go to ADL at once (S, the only short); the 17 are swept at 28,050.0.
+    balances, positions = example_5_account()
+    replay = setup(balances, positions, fund=1_000 * USDT, max_takeover=50_000_000)
+    bid(replay, 1, 1, 280_500, 1_500)
+    mark(replay, 2, 281_124)
+    (adl,) = rows(replay, ADL)
+    assert (adl[5], adl[6], adl[7]) == ("S", 1_483, 41_524 * USDT)  # 42,000 - 476
+    parcel = replay.clearing.parcels[0]
+    assert (parcel.qty, parcel.filled_qty, parcel.adl_qty) == (0, 17, 1_483)
+    assert parcel.fund_result == 85_000_000  # 17 lots x 0.05 USDT better than bankruptcy
+
+
+def test_adl_fees_charge_the_deleveraged_account_its_taker_fee():
+    # Example 10 with adl.fees on and a 0.05% taker fee: S1 pays 7 USDT on 14,000.
+    balances = {"A": 3_000 * USDT, "S1": 2_000 * USDT, "S2": RICH, "maker": RICH}
+    positions = [("A", 1_500, 300_000), ("S1", -800, 320_000), ("S2", -700, 285_000)]
+    replay = setup(balances, positions, fund=100 * USDT, adl_fees=True, fees=FeeSchedule(((0, 50_000),)))
+    bid(replay, 1, 1, 279_000, 1_000)
+    bid(replay, 2, 2, 270_000, 5_000)
+    mark(replay, 3, 280_000)
+    (adl_fill,) = [r for r in rows(replay, FILL_ROW) if r[12] == "adl"]
+    assert adl_fill[9:12] == ("S1", 0, 7 * USDT)
+    assert replay.clearing.ledger.balance("S1", "USDT") == (2_000 + 2_000 - 7) * USDT
