@@ -40,6 +40,7 @@ class Config:
     what: str = "orders"
     clearing: bool = False
     accounts: int = 500
+    rules: Path | None = None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,10 +91,15 @@ def _parser() -> argparse.ArgumentParser:
                                    "margin_calls, transfer_events, book_final, accounts_final, "
                                    "positions_final and summary.json (with the conservation "
                                    "check) into RUN. RUN appears only when complete.",
-                       epilog="example:\n  backtest generate orders data/day --clearing --accounts 2000\n"
-                              "  backtest run data/day --out runs/day")
+                       epilog="examples:\n  backtest generate crash-day data/crash\n"
+                              "  backtest run data/crash --out runs/crash\n"
+                              "  backtest run data/crash --out runs/crash-ioc --rules examples/ioc.toml")
     r.add_argument("dataset", type=Path, metavar="DATASET")
     r.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
+    r.add_argument("--rules", type=Path, metavar="RULES.toml",
+                   help="override keys of the dataset's [rules] (tables merge key by key, "
+                        "arrays such as tier tables are replaced); the rules the run used "
+                        "are written to RUN/rules.toml")
 
     m = sub.add_parser("match", help="the matcher alone over a dataset's orders", formatter_class=fmt,
                        description="Replay DATASET/orders.parquet through the matcher (no clearing) "
@@ -132,6 +138,7 @@ def _config(ns: argparse.Namespace) -> Config:
         what=getattr(ns, "what", "orders"),
         clearing=getattr(ns, "clearing", False),
         accounts=getattr(ns, "accounts", 500),
+        rules=getattr(ns, "rules", None),
     )
 
 
@@ -172,9 +179,12 @@ def _cmd_run(cfg: Config, err: Console) -> int:
             elapsed = progress.tasks[task].elapsed or 1e-9
             progress.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} msg/s")
 
-        summary = run_replay(cfg.dataset, cfg.out, progress=tick)
+        summary = run_replay(cfg.dataset, cfg.out, rules_file=cfg.rules, progress=tick)
+    liq = summary["liquidation"]
     print(f"replayed {summary['instructions']:,} instructions: {summary['fills']:,} fills, "
-          f"{summary['margin_calls']:,} margin calls")
+          f"{liq['count']:,} liquidations, {liq['adl_count']:,} ADL fills")
+    print(f"insurance fund ({liq['fund_asset']} minor units): opening {liq['fund_opening']:,}, "
+          f"low {liq['fund_low']:,}, close {liq['fund_close']:,}")
     for asset, figures in summary["conservation"].items():
         state = "holds" if figures["gap_at_last_marks"] == figures["gap_entry_cost"] == 0 else "BROKEN"
         print(f"conservation {asset}: {state} (gap {figures['gap_at_last_marks']} minor units)")

@@ -8,6 +8,7 @@ input is an error naming file, row and column and leaves no run folder.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from clearing.ledger import EXCHANGE_ACCOUNTS
 from clearing.settlement import FUND, Clearing, SymbolSpec
 from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
-from datasets.rules import RuleSet, load_rules
+from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file
+from matching.types import STP_NAMES
 from datasets.tables import ACCOUNTS, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table
 from matching import Matcher
 from matching.errors import InputError
@@ -150,13 +152,24 @@ def _premium_funding(path: Path, frame: pl.DataFrame, manifest: Manifest, rules:
     return events
 
 
-def run_replay(dataset: Path, out: Path, *,
+def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                progress: Callable[[int, int], None] | None = None, adl_cache: bool = True) -> dict:
-    """Replay `dataset` into run folder `out`; return the summary. Raises InputError
-    (nothing written) on bad input. `progress(done, total)` after each order batch.
-    `adl_cache=False` ranks every holder at every ADL (a test holds the cache to it)."""
+    """Replay `dataset` into run folder `out`; return the summary. `rules_file` overrides
+    keys of the manifest's [rules] (merge_rules); the effective rules are written to
+    RUN/rules.toml. Raises InputError (nothing written) on bad input. `progress(done,
+    total)` after each order batch. `adl_cache=False` ranks every holder at every ADL (a
+    test holds the cache to it)."""
     manifest = load_manifest(dataset)
-    rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path),
+    effective = manifest.rules
+    source = str(manifest.path)
+    if rules_file is not None:
+        effective = merge_rules(manifest.rules, read_rule_file(rules_file))
+        source = f"{rules_file} (over {manifest.path})"
+        stp = effective.get("stp", "cancel_taker")
+        if stp not in STP_NAMES:
+            raise InputError(str(rules_file), [f"stp: unknown value {stp!r}; one of {', '.join(STP_NAMES)}"])
+        manifest = replace(manifest, rules=effective, default_stp=STP_NAMES.index(stp))
+    rules = load_rules(effective, sorted(manifest.instruments), source,
                        sorted({i.settle for i in manifest.instruments.values()}))
     orders_path = _optional(dataset, "orders")
     total = check_orders(orders_path) if orders_path is not None else 0
@@ -194,6 +207,7 @@ def run_replay(dataset: Path, out: Path, *,
         writer.close()
         assert writer.seq == replay.seq, (writer.seq, replay.seq)
         levels = write_book_final(matcher, stage / "book_final.parquet")
+        (stage / "rules.toml").write_text(dump_rules(effective))
         _write_accounts_final(clearing, openings, stage / "accounts_final.parquet")
         _write_positions_final(clearing, stage / "positions_final.parquet")
         liquidations = write_liquidations(replay, stage / "liquidations.parquet")

@@ -17,7 +17,9 @@ Keys read here (docs/manifest.md lists them with defaults):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
 from clearing.margin import MarginTiers, TierError
@@ -25,6 +27,10 @@ from clearing.settlement import FeeSchedule
 from matching.errors import InputError
 
 DEFAULT_FEES = (20_000, 50_000)  # maker, taker over 1e8
+# Every key a [rules] table may hold; the last three belong to later issues (multi-asset
+# collateral and debt interest) and are accepted so a manifest can carry them already.
+RULE_KEYS = ("fees", "fee_tiers", "margin_tiers", "max_leverage", "funding", "liquidation",
+             "insurance_fund", "adl", "stp", "interest", "collateral_tiers", "conversion")
 DEFAULT_FUNDING = {"interval_s": 28_800, "cap": 300_000, "floor": -300_000}
 DEFAULT_LIQUIDATION = {"execution": "sweep", "band": 5_000_000, "fee": 0}
 DEFAULT_FUND = {"opening": 0, "floor": 0, "asset": None, "max_takeover": None}
@@ -72,6 +78,9 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
     """Read `rules` (the manifest's [rules], overrides applied) for `symbols`; raise
     InputError naming `source` and every bad key."""
     problems: list[str] = []
+    for key in rules:
+        if key not in RULE_KEYS:
+            problems.append(f"rules.{key}: unknown key; one of {', '.join(RULE_KEYS)}")
     fees = rules.get("fees", {"maker": DEFAULT_FEES[0], "taker": DEFAULT_FEES[1]})
     tiers: list[tuple[int, int]] = []
     if not isinstance(fees, dict) or not _int(fees.get("maker")) or not _int(fees.get("taker")):
@@ -150,3 +159,70 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
                    funding["floor"], liquidation["execution"], liquidation["band"],
                    liquidation["fee"], fund["opening"], fund["floor"], asset, adl["ranking"],
                    cap, adl["fees"])
+
+
+def read_rule_file(path: Path) -> dict:
+    """A rule file for `--rules`: the keys of a manifest's [rules], at the top level or
+    inside a [rules] table. Raises InputError naming the file."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(str(path), ["file not found"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(str(path), [f"not valid TOML: {exc}"]) from None
+    if set(doc) == {"rules"} and isinstance(doc["rules"], dict):
+        doc = doc["rules"]
+    unknown = [f"{key}: unknown key; one of {', '.join(RULE_KEYS)}" for key in doc if key not in RULE_KEYS]
+    if unknown:
+        raise InputError(str(path), unknown)
+    return doc
+
+
+def merge_rules(base: dict, override: dict) -> dict:
+    """`override` over `base`: tables merge key by key (recursively), anything else
+    (numbers, strings, arrays such as a tier table) is replaced whole."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_rules(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_rules(rules: dict) -> str:
+    """The effective rule set as TOML (keys sorted, so identical rules give identical
+    bytes): what a run folder's rules.toml holds, readable back by --rules."""
+    lines = ["# The rule set this run used: the dataset's [rules] with any --rules file over it.",
+             "[rules]"]
+    tables: list[tuple[str, dict]] = []
+    for key in sorted(rules):
+        value = rules[key]
+        if isinstance(value, dict) and any(isinstance(v, dict) or isinstance(v, list) for v in value.values()):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables:
+        lines.append("")
+        lines.append(f"[rules.{key}]")
+        for sub in sorted(table):
+            lines.append(f"{_toml_key(sub)} = {_toml_value(table[sub])}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else '"' + key.replace('"', '\\"') + '"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(value[k])}" for k in sorted(value)) + " }"
+    raise TypeError(f"a rule value of type {type(value).__name__} cannot be written as TOML: {value!r}")

@@ -120,7 +120,7 @@ def test_two_runs_are_byte_identical(dataset, run, tmp_path):
     again = tmp_path / "again"
     assert main(["run", str(dataset), "--out", str(again)]) == 0
     names = sorted(p.name for p in run.iterdir())
-    assert names == sorted([f"{t}.parquet" for t in RUN_TABLES] + ["summary.json"])
+    assert names == sorted([f"{t}.parquet" for t in RUN_TABLES] + ["rules.toml", "summary.json"])
     for name in names:
         assert (run / name).read_bytes() == (again / name).read_bytes(), name
 
@@ -177,3 +177,47 @@ def test_a_small_crash_day_gives_the_same_bytes_with_and_without_the_adl_rank_ca
     plain = run_replay(day, tmp_path / "plain", adl_cache=False)
     assert cached["liquidation"]["adl_count"] > 20  # the cache had work to do
     assert cached == plain  # every table's content hash included
+
+
+def test_a_rule_file_overrides_keys_and_the_run_records_the_rules_it_used(dataset, run, tmp_path):
+    import tomllib
+
+    override = tmp_path / "ioc.toml"
+    override.write_text('liquidation = { execution = "ioc_at_bankruptcy" }\n'
+                        'insurance_fund = { opening = 1_000_000_000 }\n')
+    out = tmp_path / "ioc"
+    assert main(["run", str(dataset), "--out", str(out), "--rules", str(override)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rules"]["execution"] == "ioc_at_bankruptcy"
+    assert summary["liquidation"]["fund_opening"] == 1_000_000_000
+    used = tomllib.loads((out / "rules.toml").read_text())["rules"]
+    assert used["liquidation"]["execution"] == "ioc_at_bankruptcy"
+    assert used["margin_tiers"] == tomllib.loads((dataset / "dataset.toml").read_text())["rules"]["margin_tiers"]
+    # The recorded rules reproduce the run byte for byte.
+    again = tmp_path / "again"
+    assert main(["run", str(dataset), "--out", str(again), "--rules", str(out / "rules.toml")]) == 0
+    for name in sorted(p.name for p in out.iterdir()):
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
+    # Without a rule file the run records the manifest's rules as they are.
+    assert tomllib.loads((run / "rules.toml").read_text())["rules"] == \
+        tomllib.loads((dataset / "dataset.toml").read_text())["rules"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("liquidation = { execution = \"fast\" }\n", "rules.liquidation.execution: 'fast'"),
+    ("liquidaton = { execution = \"sweep\" }\n", "liquidaton: unknown key"),
+    ("insurance_fund = { floor = \"0\" }\n", "rules.insurance_fund.floor: must be an integer"),
+])
+def test_a_bad_rule_file_exits_2_naming_the_key_and_the_file(dataset, tmp_path, capsys, text, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert main(["run", str(dataset), "--out", str(tmp_path / "run"), "--rules", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["strict.toml", "ioc.toml"])
+def test_the_example_rule_files_apply_to_the_generated_day(dataset, tmp_path, name):
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    assert main(["run", str(dataset), "--out", str(tmp_path / "run"), "--rules", str(examples / name)]) == 0
