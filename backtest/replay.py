@@ -459,6 +459,8 @@ class Replay:
                     self.called.pop(account, None)
                 self._cover_deficit(ts, account)
             touched.discard(FUND)
+            if touched and self._reduce_only:
+                self._trim_reduce_only(ts, touched)  # liquidation and ADL fills shrink positions
             pending = sorted(a for a in touched if not is_exchange_account(a))
             trigger = LIQUIDATION
 
@@ -530,25 +532,27 @@ class Replay:
         self.seq += len(out) - n0
         for parcel in parcels:
             self.trigger_seq[parcel.liquidation_id] = trigger_seq
-        for parcel in parcels:
-            keep = self._takeover_cap(parcel)
+        for i, parcel in enumerate(parcels):
+            keep = self._takeover_cap(parcel, parcels[i + 1:])
             if keep < abs(parcel.qty):  # the cap sends the rest straight to ADL
                 touched |= self._adl(ts, parcel, keep=keep)
             touched |= self._work(ts, parcel)
         self.watch.check(account)  # re-arm its safe ranges for what it still holds
         return touched
 
-    def _takeover_cap(self, parcel: Parcel) -> int:
+    def _takeover_cap(self, parcel: Parcel, pending: list[Parcel]) -> int:
         """Lots of a new parcel the fund may keep under `insurance_fund.max_takeover`: the
         largest k whose bankruptcy notional (section 2's rounding) fits, with the parcels
-        it already holds, under max_takeover x its balance / 1e8 (CLEARING.md 5.4)."""
+        it already holds, under max_takeover x its balance / 1e8 (CLEARING.md 5.4). The
+        same takeover's later parcels (`pending`) are not counted yet: each parcel is
+        capped in turn, after the ones before it were worked."""
         cap = self.liquidation.max_takeover
         lots = abs(parcel.qty)
         if cap is None:
             return lots
         c = self.clearing
         held = sum(p.cost for parcels in c.live_parcels.values() for p in parcels
-                   if p.asset == parcel.asset and p is not parcel)
+                   if p.asset == parcel.asset and p is not parcel and p not in pending)
         room = max(0, c.ledger.balance(FUND, parcel.asset)) * cap // SCALE - held
         if parcel.removal(lots) <= room:
             return lots
@@ -563,13 +567,17 @@ class Replay:
                 hi = mid
         return lo
 
-    def _levels(self, symbol: str, selling: bool, limit: int) -> list[tuple[int, int]]:
-        """(price, qty) of the book levels a liquidation order at `limit` would meet, in the
-        order it meets them."""
+    def _queue(self, symbol: str, selling: bool, limit: int) -> list[tuple[int, int]]:
+        """(price, qty) of every resting order a liquidation order at `limit` would meet,
+        in price-time order: the fills it would make, one per maker order."""
         book = self.matcher.books[symbol]
         if selling:
-            return [(p, book.bids[p].qty) for p in sorted((p for p in book.bids if p >= limit), reverse=True)]
-        return [(p, book.asks[p].qty) for p in sorted(p for p in book.asks if p <= limit)]
+            prices = sorted((p for p in book.bids if p >= limit), reverse=True)
+            levels = book.bids
+        else:
+            prices = sorted(p for p in book.asks if p <= limit)
+            levels = book.asks
+        return [(p, order.qty) for p in prices for order in levels[p].orders.values()]
 
     def _take(self, ts: int, account: str, symbol: str, side: int, limit: int, qty: int,
               context: object) -> tuple[int, set[str]]:
@@ -602,7 +610,7 @@ class Replay:
                 return touched  # nothing to put a band around until the first mark
             limit = band_limit(mark, rules.band, selling=selling, step=step)
             fund = c.ledger.balance(FUND, parcel.asset)
-            available, size = sweep_size(parcel, self._levels(parcel.symbol, selling, limit),
+            available, size = sweep_size(parcel, self._queue(parcel.symbol, selling, limit),
                                          spec.k, fund, rules.fund_floor)
             to_adl = size < available
         if size > 0:
@@ -677,7 +685,9 @@ class Replay:
                 break
             if other is parcel or (other.qty > 0) == long_parcel:
                 continue
-            qty = min(abs(parcel.qty) - keep, abs(other.qty))
+            qty = self._cross_capacity(parcel, other, min(abs(parcel.qty) - keep, abs(other.qty)))
+            if qty == 0:
+                continue
             notional = c.parcel_cross(ts, parcel, other, qty, reference)
             price = safe_price(notional, qty, spec.k, selling=long_parcel)
             out.append((FILL_ROW, ts, symbol, price, qty, SELL if long_parcel else BUY, None, None,
@@ -686,6 +696,29 @@ class Replay:
                         notional, price, "fund_parcel", None))
         self.seq += len(out) - n0
         return touched
+
+    def _cross_capacity(self, parcel: Parcel, other: Parcel, most: int) -> int:
+        """Lots (<= `most`) the fund may close between two of its own opposite parcels
+        without its balance going below its floor (or lower than it is, if already
+        below): each side leaves at its own removed cost, the difference is the fund's.
+        The difference is monotone in the lots, so bisection finds the largest."""
+        balance = self.clearing.ledger.balance(FUND, parcel.asset)
+        bar = min(self.liquidation.fund_floor, balance)
+
+        def after(k: int) -> int:
+            n, m = parcel.removal(k), other.removal(k)
+            return balance + (m - n if parcel.qty > 0 else n - m)
+
+        if after(most) >= bar:
+            return most
+        lo, hi = 0, most
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if after(mid) >= bar:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def _ranked(self, symbol: str, asset: str, long_parcel: bool):
         """Opposite-side user positions in `symbol`, best-ranked first (exact, ties by

@@ -310,7 +310,9 @@ LIQUIDATIONS_SCHEMA = pa.schema([
 def write_liquidations(replay: Replay, path: Path) -> pa.Table:
     """One row per liquidation (a parcel the fund took over, or a step of a `partial`
     liquidation), in liquidation-id order. `qty` is signed (the account's side);
-    `seq` is the margin_call row that triggered it. Slippage is measured on the lots closed
+    `seq` is the margin_call row that triggered it; a step's bankruptcy_notional is the
+    position's B prorated to the lots the step filled (so the summary's sum counts each
+    lot once). Slippage is measured on the lots closed
     in the book against their share of the bankruptcy notional: positive = worse than
     bankruptcy (a shortfall), in minor units and in basis points of that share."""
     clearing = replay.clearing
@@ -331,7 +333,7 @@ def write_liquidations(replay: Replay, path: Path) -> pa.Table:
         slippage = share - leg.exit_notional if leg.position_qty > 0 else leg.exit_notional - share
         qty = leg.step_qty if leg.position_qty > 0 else -leg.step_qty
         rows.append((leg.liquidation_id, leg.ts, leg.trigger_seq, leg.account, leg.symbol, leg.asset,
-                     qty, leg.mark, leg.bankruptcy_notional,
+                     qty, leg.mark, share,
                      display_price(leg.bankruptcy_notional, leg.position_qty, k), leg.filled_qty,
                      leg.exit_notional, leg.exit_notional / (leg.filled_qty * k) if leg.filled_qty else None,
                      slippage if leg.filled_qty else 0,

@@ -29,7 +29,7 @@ class Parcel:
     symbol: str
     asset: str
     ts: int  # takeover time
-    mark: int  # mark at the trigger, ticks
+    mark: int | None  # mark at the trigger, ticks (None before the symbol's first mark)
     qty: int  # signed lots the fund holds now (the account's sign)
     cost: int  # unsigned entry cost left (the bankruptcy notional of what is left)
     taken_qty: int  # signed lots taken over
@@ -79,6 +79,33 @@ def equity_shares(equity: int, notionals: list[tuple[str, int]]) -> dict[str, in
     return shares
 
 
+def takeover_shares(equity: int, positions: list[tuple[str, int, int]]) -> dict[str, int]:
+    """`equity_shares` for a takeover, over (symbol, signed qty, mark notional): a short's
+    bankruptcy notional N + share cannot be negative, so when the equity is so far below
+    zero that a short's share would be under -N, it is held at -N (B = 0) and the excess
+    goes to the largest long (ties: smallest symbol), whose B can grow without bound. With
+    no long to carry it, the shares sum to more than the equity and the account is left
+    with that deficit, which the insurance fund covers (docs/run.md).
+
+    >>> takeover_shares(-900, [("X", 10, 10), ("Y", -1, 100)])
+    {'X': -800, 'Y': -100}
+    """
+    shares = equity_shares(equity, [(s, n) for s, _, n in positions])
+    excess = 0
+    for symbol, qty, at_mark in positions:
+        if qty < 0 and shares[symbol] < -at_mark:
+            excess += shares[symbol] + at_mark
+            shares[symbol] = -at_mark
+    if excess:
+        carrier = None  # the largest long by mark notional, ties to the smallest symbol
+        for symbol, qty, at_mark in positions:
+            if qty > 0 and (carrier is None or (-at_mark, symbol) < (-carrier[1], carrier[0])):
+                carrier = (symbol, at_mark)
+        if carrier is not None:
+            shares[carrier[0]] += excess
+    return shares
+
+
 def bankruptcy_notional(qty: int, mark_notional: int, share: int) -> int:
     """B: the notional at which the position's close leaves its equity share at zero.
     A long's B = N - share, a short's B = N + share."""
@@ -114,60 +141,53 @@ def band_limit(mark: int, band: int, *, selling: bool, step: int = 1) -> int:
     return max(step, div_floor(mark * (SCALE + band), SCALE * step) * step)
 
 
-def sweep_size(parcel: Parcel, levels: list[tuple[int, int]], k: int, fund: int, floor: int) -> tuple[int, int]:
-    """(lots the book holds inside the band, the largest lots whose result keeps the fund
-    at or above `floor`, or above where it starts if that is lower). `levels` are (price, qty) in the order a taker meets them, all
-    inside the band. The fund after k lots is fund + exit(k) - removal(k) for a long
-    parcel (removal(k) - exit(k) for a short); it rises over levels better than bankruptcy
-    and falls over worse ones, so the lots it allows are a prefix, found by bisection."""
-    held = abs(parcel.qty)
-    prices: list[int] = []  # cumulative lots and notional at each level end
-    cum_lots: list[int] = []
-    cum_notional: list[int] = []
-    lots = notional = 0
-    for price, qty in levels:
-        take = min(qty, held - lots)
+def sweep_size(parcel: Parcel, queue: list[tuple[int, int]], k: int, fund: int, floor: int) -> tuple[int, int]:
+    """(lots the book holds inside the band, the largest lots a sweep may take so that the
+    fund stays at or above `floor`, or above where it starts if that is lower).
+
+    `queue` is the resting orders a taker would meet, (price, qty) in price-time order,
+    all inside the band. The fills are simulated one maker order at a time exactly as
+    `Clearing.settle_parcel_fill` will book them (each removes cost from what is left of
+    the parcel with section 2's rounding), so the prediction is the outcome to the minor
+    unit. Within one fill the fund moves monotonically (up while the fill price beats the
+    parcel's average cost per lot, down otherwise); prices only worsen along the queue, so
+    the lots allowed are everything up to the first fill that would cross the floor, plus
+    the part of that fill found by bisection."""
+    bar = min(floor, fund)
+    held, cost, long_parcel = abs(parcel.qty), parcel.cost, parcel.qty > 0
+    lots, balance, allowed, stopped = 0, fund, 0, False
+
+    def after(price: int, part: int, left: int, cost_left: int) -> int:
+        removed = cost_left if part == left else (
+            div_ceil(cost_left * part, left) if long_parcel else div_floor(cost_left * part, left))
+        exit_ = price * part * k
+        return balance + (exit_ - removed if long_parcel else removed - exit_)
+
+    for price, qty in queue:
+        left = held - lots
+        take = min(qty, left)
         if take <= 0:
             break
+        full = after(price, take, left, cost)
+        if not stopped:
+            if full >= bar:
+                allowed = lots + take
+            else:
+                lo, hi = 0, take  # after(lo) >= bar (balance >= bar), after(hi) < bar
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if after(price, mid, left, cost) >= bar:
+                        lo = mid
+                    else:
+                        hi = mid
+                allowed = lots + lo
+                stopped = True
+        removed = cost if take == left else (
+            div_ceil(cost * take, left) if long_parcel else div_floor(cost * take, left))
+        cost -= removed
         lots += take
-        notional += price * take * k
-        prices.append(price)
-        cum_lots.append(lots)
-        cum_notional.append(notional)
-    available = lots
-
-    def exit_notional(n: int) -> int:
-        before_lots = before_notional = 0
-        for price, end, cum in zip(prices, cum_lots, cum_notional):
-            if n <= end:
-                return before_notional + price * (n - before_lots) * k
-            before_lots, before_notional = end, cum
-        return before_notional
-
-    def fund_after(n: int) -> int:
-        result = exit_notional(n) - parcel.removal(n) if parcel.qty > 0 else parcel.removal(n) - exit_notional(n)
-        return fund + result
-
-    # A fund already below its floor (funding, a bankruptcy cover) may still work a parcel
-    # as long as the fills do not take it lower: the bar is the lower of the two.
-    floor = min(floor, fund)
-    if available == 0 or fund_after(available) >= floor:
-        return available, available
-    # fund_after is unimodal: find its peak (the end of the last level better than
-    # bankruptcy), then the last n past it with fund_after(n) >= floor by bisection.
-    peak = 0
-    for end in cum_lots:
-        if fund_after(end) < fund_after(peak):
-            break
-        peak = end
-    lo, hi = peak, available  # fund_after(lo) >= floor > fund_after(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fund_after(mid) >= floor:
-            lo = mid
-        else:
-            hi = mid
-    return available, lo
+        balance = full
+    return lots, allowed
 
 
 # ---------------------------------------------------------------------------- ADL ranks
@@ -187,8 +207,8 @@ def bitmex_rank(qty: int, cost: int, mark_notional: int, share: int) -> tuple[in
     if share <= 0 or cost == 0:
         return None
     gain = mark_notional - cost if qty > 0 else cost - mark_notional  # PnL% = gain / cost
-    if mark_notional == 0:
-        return gain, cost
+    if mark_notional == 0:  # no exposure at the mark: effective leverage 0
+        return (0, 1) if gain > 0 else None
     if gain > 0:
         return gain * mark_notional, cost * share  # (gain / cost) x (N / share)
     return gain * share, cost * mark_notional  # (gain / cost) / (N / share)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
-from clearing.liquidation import Parcel, bankruptcy_notional, display_price, equity_shares
+from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
 from clearing.money import fee, funding_amounts, notional
 from clearing.positions import Position, apply_fill
@@ -209,10 +209,10 @@ class Clearing:
             pos = held[symbol]
             mark = self.marks.get(symbol)
             at_mark = pos.cost if mark is None else abs(pos.qty) * mark * self.symbols[symbol].k
-            notionals.append((symbol, at_mark))
-        shares = equity_shares(equity, notionals)
+            notionals.append((symbol, pos.qty, at_mark))
+        shares = takeover_shares(equity, notionals)
         parcels = []
-        for i, (symbol, at_mark) in enumerate(notionals):
+        for i, (symbol, _, at_mark) in enumerate(notionals):
             spec = self.symbols[symbol]
             qty = held[symbol].qty
             b = bankruptcy_notional(qty, at_mark, shares[symbol])
@@ -221,7 +221,7 @@ class Clearing:
             realised = self._apply(account, symbol, -qty, b)
             self.ledger.post(ts, account, asset, realised, "realised_pnl", reference)
             parcel = Parcel(liquidation_id, account, symbol, asset, ts,
-                            self.marks.get(symbol, 0), qty, b, qty, b, execution)
+                            self.marks.get(symbol), qty, b, qty, b, execution)
             self.parcels.append(parcel)
             self.live_parcels[symbol].append(parcel)
             parcels.append(parcel)
@@ -293,9 +293,11 @@ class Clearing:
             self._forget_if_closed(p)
         parcel.adl_qty += qty
         parcel.adl_notional += n
-        other.fund_result += result
+        other.adl_qty += qty
+        other.adl_notional += m
+        parcel.fund_result += result
         self.fund_post(ts, spec.settle, result, "insurance", reference,
-                       "surplus" if result > 0 else "shortfall", other.liquidation_id)
+                       "surplus" if result > 0 else "shortfall", parcel.liquidation_id)
         return n
 
     # ------------------------------------------------------------------ margin

@@ -33,20 +33,32 @@ def test_equity_shares_sum_to_the_equity_and_follow_notional(equity, notionals):
 
 
 @given(long=st.booleans(), qty=st.integers(1, 60), cost=st.integers(1, 10**6),
-       levels=st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 30)), max_size=5),
+       queue=st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 30)), max_size=6),
        fund=st.integers(0, 5_000), floor=st.integers(-1_000, 1_000))
-def test_sweep_size_is_the_largest_prefix_the_floor_allows(long, qty, cost, levels, fund, floor):
-    parcel = Parcel(1, "a", "X", "USDT", 0, 100, qty if long else -qty, cost, qty, cost, "sweep")
-    # The book in the order a taker meets it: bids best (highest) first for a long parcel.
-    levels = sorted(levels, key=lambda lv: -lv[0] if long else lv[0])
-    available, allowed = sweep_size(parcel, levels, 7, fund, floor)
-    prices = [p for p, q in levels for _ in range(q)][:qty]
-    assert available == len(prices)
+def test_sweep_size_is_the_largest_prefix_the_floor_allows_fill_by_fill(long, qty, cost, queue, fund, floor):
+    def parcel():
+        return Parcel(1, "a", "X", "USDT", 0, 100, qty if long else -qty, cost, qty, cost, "sweep")
+
+    # The resting orders in the order a taker meets them: best price first.
+    queue = sorted(queue, key=lambda o: -o[0] if long else o[0])
+    available, allowed = sweep_size(parcel(), queue, 7, fund, floor)
 
     def fund_after(n):
-        exit_ = sum(prices[:n]) * 7
-        return fund + (exit_ - parcel.removal(n) if long else parcel.removal(n) - exit_)
+        """Book n lots fill by fill as settle_parcel_fill does: removal from what is left."""
+        p, balance, left = parcel(), fund, n
+        for price, size in queue:
+            take = min(size, left, abs(p.qty))
+            if take <= 0:
+                break
+            removed = p.removal(take)
+            exit_ = price * take * 7
+            balance += exit_ - removed if long else removed - exit_
+            p.qty += -take if long else take
+            p.cost -= removed
+            left -= take
+        return balance
 
+    assert available == min(qty, sum(q for _, q in queue))
     bar = min(floor, fund)  # a fund below its floor may not go lower
     want = max(n for n in range(available + 1) if all(fund_after(m) >= bar for m in range(n + 1)))
     assert allowed == want

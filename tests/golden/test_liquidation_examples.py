@@ -198,3 +198,67 @@ def test_adl_fees_charge_the_deleveraged_account_its_taker_fee():
     (adl_fill,) = [r for r in rows(replay, FILL_ROW) if r[12] == "adl"]
     assert adl_fill[9:12] == ("S1", 0, 7 * USDT)
     assert replay.clearing.ledger.balance("S1", "USDT") == (2_000 + 2_000 - 7) * USDT
+
+
+# Regressions from the review of the liquidation code (K = 1, MMR 0.5%, no fees).
+T_SMALL = MarginTiers.from_rows([[0, 500_000, 0]], max_leverage=20)
+
+
+def small(balances, positions, fund, **rules):
+    replay = setup(balances, [(a, q, e) for a, q, e in positions], fund, k=1, tiers=T_SMALL, **rules)
+    return replay
+
+
+def test_the_sweep_is_sized_fill_by_fill_so_the_floor_holds_to_the_minor_unit():
+    # A: long 7 at 110 (cost 770), wallet 67: B = 703 at mark 101 (100.43 a lot). Seven
+    # 1-lot bids at 100, each its own fill removing cost from what is left: ceil(703 / 7) =
+    # 101, ceil(602 / 6) = 101, ceil(501 / 5) = 101, ... (one removal of 3 lots would be
+    # ceil(2109 / 7) = 302, not 303). The fund (2, floor 0) pays 1 per fill: 2 fill, the
+    # third would take it to -1, so the other 5 lots go to ADL.
+    balances = {"A": 67, "S": 10**9} | {f"m{i}": 10**9 for i in range(7)}
+    replay = small(balances, [("A", 7, 110), ("S", -7, 110)], fund=2)
+    for i in range(7):
+        bid(replay, 1, i + 1, 100, 1, account=f"m{i}")
+    mark(replay, 2, 101)
+    parcel = replay.clearing.parcels[0]
+    assert replay.clearing.ledger.balance(FUND, "USDT") >= 0
+    assert (parcel.filled_qty, parcel.removed_cost, parcel.adl_qty) == (2, 202, 5)
+    assert replay.clearing.ledger.balance(FUND, "USDT") == 0
+
+
+def test_a_takeover_deep_below_zero_never_gives_a_short_a_negative_bankruptcy_notional():
+    # Wallet 100, long X 10 at 100, short Y 1 at 100; X's mark gaps to 1: equity -890.
+    # Y's share would be -809 < -N = -100: held at -100 (B = 0), the excess -709 goes to X
+    # (B = 10 + 790 = 800). The account ends at 0.
+    clearing = Clearing({s: SymbolSpec("USDT", 1, T_SMALL) for s in ("X", "Y")}, NO_FEES)
+    for account, balance in {"A": 100, "S": 10**6}.items():
+        clearing.ledger.open_balance(account, "USDT", balance)
+    for account, symbol, qty in (("A", "X", 10), ("S", "X", -10), ("A", "Y", -1), ("S", "Y", 1)):
+        clearing.load_position(account, symbol, qty, 100)
+    clearing.marks.update({"X": 1, "Y": 100})
+    parcels = clearing.takeover(1, "A", "USDT", 1, "sweep")
+    assert [(p.symbol, p.bankruptcy_notional) for p in parcels] == [("X", 800), ("Y", 0)]
+    assert clearing.ledger.balance("A", "USDT") == 0
+    assert clearing.conservation_gap("USDT") == 0
+
+
+def test_crossing_the_funds_own_parcels_respects_its_floor():
+    # L1 long 10 at 110 and S1 short 10 at 90, wallets 60, mark 104, empty book, IOC mode:
+    # both are taken over (B 1,040 and 960); crossing them would cost the fund 80: refused
+    # at floor 0, both parcels stay open.
+    replay = small({"L1": 60, "S1": 60}, [("L1", 10, 110), ("S1", -10, 90)], fund=0,
+                   execution="ioc_at_bankruptcy")
+    mark(replay, 1, 104)
+    assert replay.clearing.ledger.balance(FUND, "USDT") == 0
+    assert [abs(p.qty) for p in replay.clearing.parcels] == [10, 10]
+
+
+def test_a_resting_reduce_only_order_goes_when_adl_closes_the_position():
+    replay = small({"A": 67, "S": 10**9, "maker": 10**9}, [("A", 7, 110), ("S", -7, 110)], fund=0,
+                   execution="ioc_at_bankruptcy")
+    replay.orders(([1], [NEW], ["S"], ["X"], [1], [BUY], [LIMIT], [GTC], [50], [7],
+                   [STP_CANCEL_TAKER], [True]))
+    mark(replay, 2, 101)  # A liquidated; the empty book sends all 7 lots to ADL against S
+    assert replay.clearing.position("S", "X") is None
+    assert 1 not in replay.matcher.orders
+    assert [(r[4], r[5]) for r in replay.out if r[0] == "cancelled"] == [(1, "reduce_only")]
