@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,18 +148,23 @@ def _progress(console: Console) -> Progress:
                     transient=True)
 
 
-def _cmd_match(cfg: Config, err: Console) -> int:
-    from backtest.match import run_match
-
-    assert cfg.dataset is not None and cfg.out is not None
+def _with_progress(err: Console, label: str, job: Callable[..., dict]) -> dict:
+    """Run `job(progress=tick)` under a rich progress bar showing instructions/s."""
     with _progress(err) as progress:
-        task = progress.add_task("matching", total=None, rate="")
+        task = progress.add_task(label, total=None, rate="")
 
         def tick(done: int, total: int) -> None:
             elapsed = progress.tasks[task].elapsed or 1e-9
             progress.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} msg/s")
 
-        summary = run_match(cfg.dataset, cfg.out, progress=tick)
+        return job(progress=tick)
+
+
+def _cmd_match(cfg: Config, err: Console) -> int:
+    from backtest.match import run_match
+
+    assert cfg.dataset is not None and cfg.out is not None
+    summary = _with_progress(err, "matching", lambda progress: run_match(cfg.dataset, cfg.out, progress=progress))
     print(f"matched {summary['instructions']:,} instructions: {summary['fills']:,} fills, "
           f"{summary['order_events']:,} order events, {summary['resting_orders']:,} orders "
           f"resting on {summary['book_levels']:,} levels")
@@ -172,14 +177,8 @@ def _cmd_run(cfg: Config, err: Console) -> int:
     from backtest.run import run_replay
 
     assert cfg.dataset is not None and cfg.out is not None
-    with _progress(err) as progress:
-        task = progress.add_task("replaying", total=None, rate="")
-
-        def tick(done: int, total: int) -> None:
-            elapsed = progress.tasks[task].elapsed or 1e-9
-            progress.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} msg/s")
-
-        summary = run_replay(cfg.dataset, cfg.out, rules_file=cfg.rules, progress=tick)
+    summary = _with_progress(err, "replaying", lambda progress: run_replay(
+        cfg.dataset, cfg.out, rules_file=cfg.rules, progress=progress))
     liq = summary["liquidation"]
     print(f"replayed {summary['instructions']:,} instructions: {summary['fills']:,} fills, "
           f"{liq['count']:,} liquidations, {liq['adl_count']:,} ADL fills")

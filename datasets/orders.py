@@ -98,14 +98,19 @@ def duplicate_rows(lf: pl.LazyFrame, column: str, message: str, faults: list[str
         faults.append(f"row {row}, column {column}: {message} (value: {v!r})")
 
 
-def check_orders(path: Path) -> int:
-    """Check an `orders` file; return its row count or raise InputError with every fault."""
+def read_schema(path: Path) -> pa.Schema:
+    """The Parquet schema of `path`, or InputError naming the file (missing, unreadable)."""
     if not path.is_file():
         raise InputError(str(path), ["file not found"])
     try:
-        schema = pq.read_schema(path)
+        return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(str(path), [f"not a readable Parquet file: {exc}"]) from None
+
+
+def check_orders(path: Path) -> int:
+    """Check an `orders` file; return its row count or raise InputError with every fault."""
+    schema = read_schema(path)
     faults: list[str] = []
     names = set(schema.names)
     for col in REQUIRED:

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets.orders import MAX_FAULTS, duplicate_rows, fault_rows
+from datasets.orders import MAX_FAULTS, duplicate_rows, fault_rows, read_schema
 from matching.errors import InputError
 
 INT, STR, BOOL = "integer", "string", "boolean"
@@ -92,12 +92,7 @@ def _type_ok(kind: str, t: pa.DataType) -> bool:
 def check_table(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | None = None) -> None:
     """Raise InputError naming every fault of `path` against `spec`. `known` maps a column
     to the values it may hold (symbols of the manifest, assets)."""
-    if not path.is_file():
-        raise InputError(str(path), ["file not found"])
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(str(path), [f"not a readable Parquet file: {exc}"]) from None
+    schema = read_schema(path)
     faults: list[str] = []
     required = [c for c, (_, req) in spec.columns.items() if req]
     for col in required:
