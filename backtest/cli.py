@@ -83,14 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     gc_.add_argument("--accounts", type=int, default=2_000, help="accounts (default 2000)")
     gc_.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
-    r = sub.add_parser("run", help="the replay with clearing: orders, marks, funding, transfers",
+    r = sub.add_parser("run", help="the whole replay: pre-trade checks, matching, clearing, liquidation",
                        formatter_class=fmt,
-                       description="Replay DATASET through pre-trade checks, the matcher and "
-                                   "clearing (fees, positions, realised PnL, funding, margin "
-                                   "calls) and write fills, order_events, ledger, funding, "
-                                   "margin_calls, transfer_events, book_final, accounts_final, "
-                                   "positions_final and summary.json (with the conservation "
-                                   "check) into RUN. RUN appears only when complete.",
+                       description="Replay DATASET (orders, marks, funding or premium_index, "
+                                   "transfers, accounts, positions) through pre-trade checks, "
+                                   "the matcher and clearing: fees, positions, realised PnL, "
+                                   "funding, margin checks, liquidation into the same book "
+                                   "(rules.liquidation.execution), the insurance fund and ADL. "
+                                   "Writes fills, order_events, book_final, ledger, funding, "
+                                   "margin_calls, liquidations, adl, insurance_fund, "
+                                   "transfer_events, accounts_final, positions_final, rules.toml "
+                                   "and summary.json (headline figures, the conservation check, "
+                                   "a content hash per table) into RUN, which appears only when "
+                                   "complete. docs/run.md describes every table.",
                        epilog="examples:\n  backtest generate crash-day data/crash\n"
                               "  backtest run data/crash --out runs/crash\n"
                               "  backtest run data/crash --out runs/crash-ioc --rules examples/ioc.toml")
