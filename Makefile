@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11 and make:
-#   make demo   set up .venv, generate the default data, run the main job, say where output is
+#   make demo   set up .venv, generate the crash day, replay it, say where the report is
 #   make test   set up .venv, run the whole suite (what CI runs: .ci/run)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -25,7 +25,7 @@ $(DEMO_DATA)/orders.parquet: $(STAMP)
 
 demo: $(STAMP) $(DEMO_DATA)/orders.parquet
 	$(BIN)/backtest run $(DEMO_DATA) --out $(DEMO_RUN)
-	@echo "summary: $(DEMO_RUN)/summary.json (tables beside it; docs/run.md says what each holds)"
+	@echo "report: $(DEMO_RUN)/report.html (open it in a browser; summary.json and the tables are beside it, docs/run.md says what each holds)"
 
 # The whole suite on the compiled modules, then the matching, clearing and replay suites
 # (and clearing's doctests) again on the pure-Python reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.

@@ -114,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("dataset", type=Path, metavar="DATASET")
     m.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
 
+    rp = sub.add_parser("report", help="(re)write RUN/report.html", formatter_class=fmt,
+                        description="Write RUN/report.html from the run folder's tables: one "
+                                    "self-contained page (inline SVG, no script, opens offline) "
+                                    "with the headline figures, the mark with liquidation "
+                                    "markers (marks from --dataset), the insurance fund, "
+                                    "liquidations per time bucket, slippage, ADL and the "
+                                    "accounts that lost most. `backtest run` writes it already.",
+                        epilog="example:\n  backtest report runs/crash --dataset data/crash")
+    rp.add_argument("run", type=Path, metavar="RUN")
+    rp.add_argument("--dataset", type=Path, metavar="DATASET", help="for the mark price series")
+
     b = sub.add_parser("bench", help="throughput figures for the README", formatter_class=fmt,
                        description="Matcher-alone instructions per second (orders loaded before "
                                    "the clock starts; median of --rounds), `backtest match` end "
@@ -134,7 +145,7 @@ def _config(ns: argparse.Namespace) -> Config:
     return Config(
         command=ns.command,
         dataset=getattr(ns, "dataset", None),
-        out=getattr(ns, "out", None),
+        out=getattr(ns, "out", None) or getattr(ns, "run", None),
         kind=getattr(ns, "kind", "realistic"),
         n=getattr(ns, "n", 100_000),
         seed=getattr(ns, "seed", 1),
@@ -192,7 +203,17 @@ def _cmd_run(cfg: Config, err: Console) -> int:
     for asset, figures in summary["conservation"].items():
         state = "holds" if figures["gap_at_last_marks"] == figures["gap_entry_cost"] == 0 else "BROKEN"
         print(f"conservation {asset}: {state} (gap {figures['gap_at_last_marks']} minor units)")
-    print(f"run folder: {cfg.out}")
+    print(f"run folder: {cfg.out}; report: {cfg.out / 'report.html'}")
+    return EXIT_OK
+
+
+def _cmd_report(cfg: Config) -> int:
+    from backtest.report import write_report
+
+    assert cfg.out is not None
+    if not (cfg.out / "summary.json").is_file():
+        raise InputError(str(cfg.out), ["not a run folder: summary.json is missing"])
+    print(f"report: {write_report(cfg.out, cfg.dataset)}")
     return EXIT_OK
 
 
@@ -243,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_match(cfg, err)
         if cfg.command == "run":
             return _cmd_run(cfg, err)
+        if cfg.command == "report":
+            return _cmd_report(cfg)
         if cfg.command == "bench":
             return _cmd_bench(cfg)
         return _cmd_generate(cfg, err)

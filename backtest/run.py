@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from backtest.match import _event_counts, gc_paused
 from backtest.outputs import MatchOutputWriter, staged_run_folder, write_book_final, write_summary
+from backtest.report import write_report
 from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, LiquidationRules, Replay
 from clearing.funding import premium_index_rate, rate_at_scale
 from clearing.liquidation import display_price
@@ -233,6 +234,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
         }
         summary.update(_event_counts(stage))
         write_summary(stage, summary)
+        write_report(stage, dataset)
     return summary
 
 

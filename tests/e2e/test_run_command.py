@@ -120,7 +120,7 @@ def test_two_runs_are_byte_identical(dataset, run, tmp_path):
     again = tmp_path / "again"
     assert main(["run", str(dataset), "--out", str(again)]) == 0
     names = sorted(p.name for p in run.iterdir())
-    assert names == sorted([f"{t}.parquet" for t in RUN_TABLES] + ["rules.toml", "summary.json"])
+    assert names == sorted([f"{t}.parquet" for t in RUN_TABLES] + ["report.html", "rules.toml", "summary.json"])
     for name in names:
         assert (run / name).read_bytes() == (again / name).read_bytes(), name
 
@@ -221,3 +221,27 @@ def test_a_bad_rule_file_exits_2_naming_the_key_and_the_file(dataset, tmp_path, 
 def test_the_example_rule_files_apply_to_the_generated_day(dataset, tmp_path, name):
     examples = Path(__file__).resolve().parents[2] / "examples"
     assert main(["run", str(dataset), "--out", str(tmp_path / "run"), "--rules", str(examples / name)]) == 0
+
+
+def test_the_report_is_one_self_contained_page_with_every_plot(dataset, run, tmp_path):
+    import re
+
+    page = (run / "report.html").read_text()
+    plots = re.findall(r'data-plot="(\w+)"', page)
+    assert plots == ["mark", "fund", "liquidations_count", "liquidations_notional", "slippage", "adl", "losers"]
+    # Nothing to fetch: no scripts, stylesheets, images or fonts from anywhere.
+    assert "<script" not in page and "<link" not in page and "<img" not in page
+    assert re.findall(r"https?://[^\s\"']+", page) == ["http://www.w3.org/2000/svg"] * len(plots)
+    # Every plot drew something (a line or bars); ADL may honestly have nothing to show.
+    summary = json.loads((run / "summary.json").read_text())
+    for svg in re.findall(r"<svg.*?</svg>", page):
+        if 'data-plot="adl"' in svg and summary["liquidation"]["adl_count"] == 0:
+            assert "ADL: none in this run" in svg
+            continue
+        assert "<polyline" in svg or "<rect" in svg, svg[:200]
+    # `backtest report` rewrites the same bytes.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "report.html").unlink()
+    assert main(["report", str(copy), "--dataset", str(dataset)]) == 0
+    assert (copy / "report.html").read_bytes() == (run / "report.html").read_bytes()
