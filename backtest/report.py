@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-WIDTH, HEIGHT, PAD = 760, 240, 48
+WIDTH, HEIGHT, PAD = 760, 240, 84
 NS_PER_MIN = 60_000_000_000
 COLORS = {"line": "#1f5f99", "marker": "#c0392b", "bar": "#2e7d32", "bar2": "#8e44ad"}
 
@@ -53,14 +53,20 @@ def _xy(x: float, y: float, x_lo: float, x_hi: float, y_lo: float, y_hi: float) 
 
 
 def line_plot(name: str, title: str, xs: list[float], ys: list[float], *, y_fmt: str = ",.0f",
-              markers: list[tuple[float, float]] = (), x_label: str = "minutes from the start") -> str:
-    """A line through (xs, ys), with optional red markers at (x, y)."""
+              markers: list[tuple[float, float]] = (), x_label: str = "minutes from the start",
+              x_range: tuple[float, float] | None = None) -> str:
+    """A line through (xs, ys), with optional red markers at (x, y); `x_range` puts
+    several plots on one time axis."""
     if not xs:
         return _svg([f'<text x="{PAD}" y="16" class="title">{html.escape(title)}: no data</text>'], name)
-    x_lo, x_hi = _scale(xs + [m[0] for m in markers])
+    x_lo, x_hi = x_range if x_range and x_range[1] > x_range[0] else _scale(xs + [m[0] for m in markers])
     y_lo, y_hi = _scale(ys + [m[1] for m in markers])
     points = " ".join(f"{px:.1f},{py:.1f}" for px, py in (_xy(x, y, x_lo, x_hi, y_lo, y_hi) for x, y in zip(xs, ys)))
     parts = _axes(title, x_label, y_lo, y_hi, y_fmt)
+    for frac in (0.0, 0.5, 1.0):
+        x = x_lo + frac * (x_hi - x_lo)
+        px, _ = _xy(x, y_lo, x_lo, x_hi, y_lo, y_hi)
+        parts.append(f'<text x="{px:.1f}" y="{HEIGHT - PAD + 14}" class="label" text-anchor="middle">{x:,.0f}</text>')
     parts.append(f'<polyline points="{points}" fill="none" stroke="{COLORS["line"]}" stroke-width="1.5"/>')
     for x, y in markers:
         px, py = _xy(x, y, x_lo, x_hi, y_lo, y_hi)
@@ -128,6 +134,8 @@ def build_report(run: Path, dataset: Path | None) -> str:
     def _minutes(ts: pl.Series, start: int) -> list[float]:
         return [(t - start) / unit for t in ts.to_list()]
 
+    axis = (0.0, span / unit)
+
     headline = summary.get("liquidation", {})
     plots = []
 
@@ -139,14 +147,15 @@ def build_report(run: Path, dataset: Path | None) -> str:
             "mark", f"{symbol} mark price (ticks) and liquidations (red)",
             _minutes(series["ts"], start), [float(v) for v in series["mark_price"]],
             markers=list(zip(_minutes(points["ts"], start), [float(v) for v in points["mark_price"]])),
-            x_label=x_label))
+            x_label=x_label, x_range=axis))
     asset = headline.get("fund_asset", "USDT")
     own = fund.filter(pl.col("asset") == asset)
     opening = headline.get("fund_opening", 0)
-    xs = [0.0] + _minutes(own["ts"], start)
+    xs = [0.0] + _minutes(own["ts"], start) + [axis[1]]
     ys = [opening / 1e8] + [v / 1e8 for v in own["balance"]]
+    ys.append(ys[-1])  # flat to the end of the replay
     plots.append(line_plot("fund", f"Insurance fund balance ({asset}, whole units)", xs, ys,
-                           y_fmt=",.2f", x_label=x_label))
+                           y_fmt=",.2f", x_label=x_label, x_range=axis))
     if liq.height:
         per_minute = (liq.with_columns(((pl.col("ts") - start) // bucket).alias("minute"))
                       .group_by("minute").agg(pl.len().alias("count"),
@@ -179,7 +188,8 @@ def build_report(run: Path, dataset: Path | None) -> str:
             total += v
             cumulative.append(total / 1e8)
         plots.append(line_plot("adl", "ADL: cumulative notional deleveraged (whole units)",
-                               _minutes(per_fill["ts"], start), cumulative, y_fmt=",.0f", x_label=x_label))
+                               _minutes(per_fill["ts"], start), cumulative, y_fmt=",.0f", x_label=x_label,
+                               x_range=axis))
     else:
         plots.append(_svg([f'<text x="{PAD}" y="16" class="title">ADL: none in this run</text>'], "adl"))
     losers = (ledger.filter(pl.col("kind").cast(pl.String).is_in(["realised_pnl", "fee", "funding",
