@@ -240,16 +240,19 @@ def rank_text(rank: tuple[int, int] | None) -> str:
 
 
 def rank_order(candidates: list[tuple[str, tuple[int, int] | None]]) -> list[tuple[str, tuple[int, int] | None]]:
-    """(account, rank) pairs best first, ties by account id, exactly. Sorted by the ranks'
-    floats first (one C-level sort), then every run of floats too close to separate is
-    re-sorted by exact cross-multiplication, so the order is the exact one.
+    """(account, rank) pairs best first, ties by account id, exactly, with no floats: one
+    C-level sort by an integer key, floor(rank x 2^64) (monotone in the rank, so unequal
+    keys are already in the right order), then every run of equal keys re-sorted by
+    exact cross-multiplication.
 
     >>> rank_order([("b", (1, 3)), ("a", None), ("c", (2, 6)), ("d", (1, 2))])
     [('d', (1, 2)), ('b', (1, 3)), ('c', (2, 6)), ('a', None)]
     """
-    def approx(item: tuple[str, tuple[int, int] | None]) -> float:
+    def key(item: tuple[str, tuple[int, int] | None]) -> tuple[bool, int, str]:
         rank = item[1]
-        return float("-inf") if rank is None else rank[0] / rank[1]
+        if rank is None:
+            return True, 0, item[0]
+        return False, -((rank[0] << 64) // rank[1]), item[0]
 
     def exact(x: tuple, y: tuple) -> int:
         if better(x[1], y[1]):
@@ -258,26 +261,16 @@ def rank_order(candidates: list[tuple[str, tuple[int, int] | None]]) -> list[tup
             return 1
         return -1 if x[0] < y[0] else (1 if x[0] > y[0] else 0)
 
-    ordered = sorted(candidates, key=lambda item: (-approx(item), item[0]))
+    keyed = sorted((key(item), item) for item in candidates)
     result: list[tuple[str, tuple[int, int] | None]] = []
     i = 0
-    while i < len(ordered):
+    while i < len(keyed):
         j = i + 1
-        a = approx(ordered[i])
-        while j < len(ordered) and _close(a, approx(ordered[j])):
+        while j < len(keyed) and keyed[j][0][:2] == keyed[i][0][:2]:
             j += 1
-        run = ordered[i:j]
-        if len(run) > 1:
+        run = [item for _, item in keyed[i:j]]
+        if len(run) > 1 and not keyed[i][0][0]:
             run.sort(key=cmp_to_key(exact))
         result += run
         i = j
     return result
-
-
-def _close(a: float, b: float) -> bool:
-    """Two rank floats that rounding could have put in the wrong order (or equal)."""
-    if a == b:
-        return True
-    if a == float("-inf") or b == float("-inf"):
-        return False
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
