@@ -18,7 +18,7 @@ Keys read here (docs/manifest.md lists them with defaults):
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS

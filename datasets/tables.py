@@ -20,7 +20,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datasets.orders import MAX_FAULTS, duplicate_rows, fault_rows, read_schema
 from matching.errors import InputError

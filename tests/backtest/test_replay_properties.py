@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from backtest.replay import (MARGIN_CALL, RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS,
                              LiquidationRules, Replay)
-from clearing.ledger import EXCHANGE_ACCOUNTS
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
 from clearing.margin import MarginTiers
 from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
