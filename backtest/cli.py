@@ -7,8 +7,10 @@ file, and the row and column where there is one).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     gc_.add_argument("--n", type=int, default=1_000_000, help="instructions (default 1000000)")
     gc_.add_argument("--accounts", type=int, default=2_000, help="accounts (default 2000)")
     gc_.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    _add_population(gsub, fmt)
+
+    v = sub.add_parser("validate", help="check a dataset folder, replay nothing", formatter_class=fmt,
+                       description="Every check a replay makes before it starts, and nothing "
+                                   "replayed: dataset.toml (instruments, assets, rules) and every "
+                                   "table present. Every fault is listed with file, row (1-based) "
+                                   "and column; exit status 2 if there is any.",
+                       epilog="example:\n  backtest validate data/crash-day")
+    v.add_argument("dataset", type=Path, metavar="DATASET")
+
+    _add_importers(sub, fmt)
 
     r = sub.add_parser("run", help="the whole replay: pre-trade checks, matching, clearing, liquidation",
                        formatter_class=fmt,
@@ -140,6 +153,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_population(gsub, fmt) -> None:
+    try:
+        population = importlib.import_module("datasets.population")
+    except ModuleNotFoundError as exc:
+        if exc.name != "datasets.population":
+            raise
+        return
+    gp = gsub.add_parser("population", help=population.HELP, formatter_class=fmt,
+                         description=population.DESCRIPTION, epilog=population.EPILOG)
+    gp.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write into")
+    population.add_arguments(gp)
+
+
+def _add_importers(sub, fmt) -> None:
+    from datasets.importers import importers
+
+    found = importers()
+    imp = sub.add_parser("import", help="a dataset folder from a public format", formatter_class=fmt,
+                         description="Turn a public market-data format into a dataset folder "
+                                     "(dataset.toml and Parquet tables), streaming with bounded "
+                                     "memory. Prices and sizes convert to ticks and lots "
+                                     "exactly; an off-grid value is an error naming file, row "
+                                     "and column. `backtest import KIND --help` for each.",
+                         epilog="\n".join(["examples:"] + [f"  {m.EPILOG.strip()}" for m in found.values()]))
+    isub = imp.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, module in found.items():
+        ip = isub.add_parser(kind, help=module.HELP, formatter_class=fmt,
+                             description=module.DESCRIPTION, epilog=f"example:\n  {module.EPILOG.strip()}")
+        ip.add_argument("src", type=Path, metavar="SRC", help="the source file or folder")
+        ip.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write")
+        module.add_arguments(ip)
+
+
 def _config(ns: argparse.Namespace) -> Config:
     return Config(
         command=ns.command,
@@ -163,8 +209,8 @@ def _progress(console: Console) -> Progress:
                     transient=True)
 
 
-def _with_progress(err: Console, label: str, job: Callable[..., dict]) -> dict:
-    """Run `job(progress=tick)` under a rich progress bar showing instructions/s."""
+def _with_progress(err: Console, label: str, job: Callable[..., Any]) -> Any:
+    """Run `job(progress=tick)` under a rich progress bar showing rows or instructions per second."""
     with _progress(err) as progress:
         task = progress.add_task(label, total=None, rate="")
 
@@ -255,10 +301,50 @@ def _cmd_generate(cfg: Config, err: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_validate(ns: argparse.Namespace, err: Console) -> int:
+    from datasets.validate import validate_dataset
+
+    faults = validate_dataset(ns.dataset)
+    for fault in faults:
+        err.print(f"[red]fault:[/red] {escape(fault)}", highlight=False, soft_wrap=True)
+    if faults:
+        err.print(f"{len(faults):,} fault(s) in {ns.dataset}", highlight=False)
+        return EXIT_BAD_INPUT
+    print(f"{ns.dataset}: valid")
+    return EXIT_OK
+
+
+def _cmd_import(ns: argparse.Namespace, err: Console) -> int:
+    from datasets.importers import importers
+
+    module = importers()[ns.kind]
+    lines = _with_progress(err, f"importing {ns.kind}", lambda progress: module.run(
+        ns.src, ns.out, ns, progress))
+    for line in lines:
+        print(line)
+    print(f"dataset folder: {ns.out}")
+    return EXIT_OK
+
+
+def _cmd_population(ns: argparse.Namespace, err: Console) -> int:
+    population = importlib.import_module("datasets.population")
+    lines = _with_progress(err, "population", lambda progress: population.run(ns.out, ns, progress))
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = _config(_parser().parse_args(argv))
+    ns = _parser().parse_args(argv)
+    cfg = _config(ns)
     err = Console(stderr=True)
     try:
+        if cfg.command == "validate":
+            return _cmd_validate(ns, err)
+        if cfg.command == "import":
+            return _cmd_import(ns, err)
+        if cfg.command == "generate" and cfg.what == "population":
+            return _cmd_population(ns, err)
         if cfg.command == "match":
             return _cmd_match(cfg, err)
         if cfg.command == "run":
