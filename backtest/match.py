@@ -9,7 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
-from backtest.outputs import MatchOutputWriter, staged_run_folder, write_book_final, write_summary
+from backtest.outputs import MatchOutputWriter, write_book_final, write_summary
+from datasets.folders import staged_folder
 from datasets.manifest import load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from matching import Matcher
@@ -44,7 +45,7 @@ def run_match(
     total = check_orders(orders_path)
     matcher = Matcher(manifest.matcher_rules())
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
-    with staged_run_folder(out) as stage:
+    with staged_folder(out) as stage:
         writer = MatchOutputWriter(stage, factors)
         done = 0
         with gc_paused():

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import accumulate, compress
 from pathlib import Path
 
@@ -86,26 +82,6 @@ def _plain(schema: pa.Schema) -> pa.Schema:
     """`schema` with dictionary columns as plain strings (build, sort, then encode)."""
     return pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
                       for f in schema])
-
-
-@contextmanager
-def staged_run_folder(out: Path) -> Iterator[Path]:
-    """Yield a hidden staging folder beside `out`; on success it replaces `out`, on any
-    failure (Ctrl-C included) it is removed, so no folder that looks complete is left."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
 
 
 def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:

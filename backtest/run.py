@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.match import _event_counts, gc_paused
-from backtest.outputs import MatchOutputWriter, staged_run_folder, write_book_final, write_summary
+from backtest.outputs import MatchOutputWriter, write_book_final, write_summary
 from backtest.report import write_report
 from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, LiquidationRules, Replay
 from clearing.funding import premium_index_rate, rate_at_scale
@@ -24,6 +24,7 @@ from clearing.liquidation import display_price
 from clearing.money import SCALE, div_ceil, div_floor
 from clearing.ledger import EXCHANGE_ACCOUNTS
 from clearing.settlement import FUND, Clearing, SymbolSpec
+from datasets.folders import staged_folder
 from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file
@@ -188,7 +189,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
     for account in sorted(clearing.positions):
         replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
-    with staged_run_folder(out) as stage:
+    with staged_folder(out) as stage:
         writer = MatchOutputWriter(stage, factors, clearing=True)
         done = 0
         with gc_paused():
