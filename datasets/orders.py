@@ -23,11 +23,14 @@ from matching.types import ACTION_NAMES, SIDE_NAMES, STP_NAMES, TIF_NAMES, TYPE_
 MAX_FAULTS = 50
 BATCH_ROWS = 65_536
 
-INT_COLUMNS = ("ts", "seq", "order_id", "price", "qty")
-STR_COLUMNS = ("account", "symbol", "action", "side", "type", "tif", "stp")
+INT_COLUMNS = ("ts", "seq", "order_id", "price", "qty", "source_row")
+STR_COLUMNS = ("account", "symbol", "action", "side", "type", "tif", "stp", "synthetic")
 REQUIRED = ("ts", "seq", "account", "symbol", "action", "order_id", "side", "type", "tif",
             "price", "qty", "reduce_only")
-OPTIONAL = ("stp",)
+# Optional, for imported order flow (the replay ignores both): source_row is the 1-based row
+# of the source file the instruction comes from; synthetic is null for an instruction of the
+# source and names the reason for one the importer added (LOBSTER's book alignment).
+OPTIONAL = ("stp", "source_row", "synthetic")
 ENUMS = {"action": ACTION_NAMES, "side": SIDE_NAMES, "type": TYPE_NAMES, "tif": TIF_NAMES,
          "stp": STP_NAMES}
 
@@ -134,8 +137,8 @@ def check_orders(path: Path) -> int:
         raise InputError(str(path), faults)
 
     lf = pl.scan_parquet(path).with_row_index("row", offset=1)
-    if "stp" not in names:
-        lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias("stp"))
+    lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in ("stp", "synthetic")
+                         if c not in names)
     lf = lf.with_columns(pl.col(c).cast(pl.String) for c in STR_COLUMNS)
     is_new = pl.col("action") == "new"
     for col in ("ts", "seq", "account", "symbol", "action", "order_id"):
