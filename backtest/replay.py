@@ -96,7 +96,8 @@ class Replay:
     """State of one replay: the matcher, clearing, the margin watch and the output list."""
 
     def __init__(self, matcher: Matcher, clearing: Clearing, events: list[tuple],
-                 liquidation: LiquidationRules | None = None, *, adl_cache: bool = True) -> None:
+                 liquidation: LiquidationRules | None = None, *, adl_cache: bool = True,
+                 depth_every_ns: int = 0, depth_band_bps: int = 100) -> None:
         self.matcher = matcher
         self.clearing = clearing
         self.watch = MarginWatch(clearing)
@@ -131,6 +132,14 @@ class Replay:
         self._adl_cache: dict[tuple[str, bool], tuple[int, int, list]] = {}
         self._use_adl_cache = adl_cache  # False: rank every holder at every ADL (tests)
         self.liquidated = 0  # liquidation events (an account's pool at a time)
+        # Book depth near the touch, sampled at the first mark of a symbol at least
+        # depth_every_ns after its last sample (0: never): (ts, symbol, mark, best bid,
+        # best ask, bid lots and ask lots within depth_band_bps of the mark). An
+        # observation for the report, not an event: it takes no sequence number.
+        self.depth_every_ns = depth_every_ns
+        self.depth_band_bps = depth_band_bps
+        self.depth: list[tuple] = []
+        self._depth_due: dict[str, int] = {}
 
     # ------------------------------------------------------------------ merge
 
@@ -498,6 +507,21 @@ class Replay:
         if touched:
             accounts = sorted(set(accounts) | touched)
         self._check(ts, accounts, "mark")
+        if self.depth_every_ns and ts >= self._depth_due.get(symbol, ts):
+            self._depth_due[symbol] = ts + self.depth_every_ns
+            self._sample_depth(ts, symbol, mark)
+
+    def _sample_depth(self, ts: int, symbol: str, mark: int) -> None:
+        """Append one depth sample of `symbol`'s book after the mark's liquidations:
+        resting lots priced within depth_band_bps of the mark on each side. O(levels)."""
+        book = self.matcher.books.get(symbol)
+        band = mark * self.depth_band_bps // 10_000
+        if book is None:
+            self.depth.append((ts, symbol, mark, None, None, 0, 0))
+            return
+        bid_qty = sum(level.qty for price, level in book.bids.items() if price >= mark - band)
+        ask_qty = sum(level.qty for price, level in book.asks.items() if price <= mark + band)
+        self.depth.append((ts, symbol, mark, book.best_bid(), book.best_ask(), bid_qty, ask_qty))
 
     # ------------------------------------------------------------------ liquidation
 

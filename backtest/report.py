@@ -3,7 +3,8 @@
 The plots are inline SVG drawn here (no script, no web font, no network), so the file opens
 offline and is byte-identical for identical runs. Floats appear only in the drawing.
 
-Plots: mark price with liquidation markers; insurance fund balance over time; liquidations
+Plots: mark and index price with liquidation markers; book depth near the touch (the run's
+book_depth samples); insurance fund balance over time; liquidations
 per minute (count and notional); ADL fills over time; slippage from bankruptcy (histogram,
 basis points); the accounts that lost most (realised PnL, fees and funding from the ledger).
 """
@@ -18,7 +19,7 @@ import polars as pl
 
 WIDTH, HEIGHT, PAD = 760, 240, 84
 NS_PER_MIN = 60_000_000_000
-COLORS = {"line": "#1f5f99", "marker": "#c0392b", "bar": "#2e7d32", "bar2": "#8e44ad"}
+COLORS = {"line": "#1f5f99", "marker": "#c0392b", "bar": "#2e7d32", "bar2": "#8e44ad", "line2": "#e67e22"}
 
 
 def _scale(values: list[float], lo: float | None = None) -> tuple[float, float]:
@@ -54,20 +55,29 @@ def _xy(x: float, y: float, x_lo: float, x_hi: float, y_lo: float, y_hi: float) 
 
 def line_plot(name: str, title: str, xs: list[float], ys: list[float], *, y_fmt: str = ",.0f",
               markers: list[tuple[float, float]] = (), x_label: str = "minutes from the start",
-              x_range: tuple[float, float] | None = None) -> str:
+              x_range: tuple[float, float] | None = None,
+              more: list[tuple[str, list[float], list[float], str]] = (), label: str = "") -> str:
     """A line through (xs, ys), with optional red markers at (x, y); `x_range` puts
-    several plots on one time axis."""
+    several plots on one time axis; `more` adds lines (legend label, xs, ys, colour) on the
+    same axes, and `label` names the first line in the legend."""
     if not xs:
         return _svg([f'<text x="{PAD}" y="16" class="title">{html.escape(title)}: no data</text>'], name)
-    x_lo, x_hi = x_range if x_range and x_range[1] > x_range[0] else _scale(xs + [m[0] for m in markers])
-    y_lo, y_hi = _scale(ys + [m[1] for m in markers])
-    points = " ".join(f"{px:.1f},{py:.1f}" for px, py in (_xy(x, y, x_lo, x_hi, y_lo, y_hi) for x, y in zip(xs, ys)))
+    all_xs = xs + [x for _, mx, _, _ in more for x in mx]
+    all_ys = ys + [y for _, _, my, _ in more for y in my]
+    x_lo, x_hi = x_range if x_range and x_range[1] > x_range[0] else _scale(all_xs + [m[0] for m in markers])
+    y_lo, y_hi = _scale(all_ys + [m[1] for m in markers])
     parts = _axes(title, x_label, y_lo, y_hi, y_fmt)
     for frac in (0.0, 0.5, 1.0):
         x = x_lo + frac * (x_hi - x_lo)
         px, _ = _xy(x, y_lo, x_lo, x_hi, y_lo, y_hi)
         parts.append(f'<text x="{px:.1f}" y="{HEIGHT - PAD + 14}" class="label" text-anchor="middle">{x:,.0f}</text>')
-    parts.append(f'<polyline points="{points}" fill="none" stroke="{COLORS["line"]}" stroke-width="1.5"/>')
+    lines = [(label, xs, ys, COLORS["line"])] + list(more)
+    for i, (legend, lx, ly, color) in enumerate(lines):
+        points = " ".join(f"{px:.1f},{py:.1f}" for px, py in (_xy(x, y, x_lo, x_hi, y_lo, y_hi) for x, y in zip(lx, ly)))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        if legend:
+            parts.append(f'<text x="{WIDTH - 12}" y="{36 + 13 * i}" class="label" text-anchor="end" '
+                         f'fill="{color}" style="fill:{color}">{html.escape(legend)}</text>')
     for x, y in markers:
         px, py = _xy(x, y, x_lo, x_hi, y_lo, y_hi)
         parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{COLORS["marker"]}" fill-opacity="0.6"/>')
@@ -96,6 +106,10 @@ def bar_plot(name: str, title: str, labels: list[str], values: list[float], *, y
 
 
 NS_PER_S = 1_000_000_000
+STYLE = ("body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:2px 10px;text-align:left;"
+         "border-bottom:1px solid #ddd;font-size:13px}svg{display:block;margin:1em 0;background:#fafafa}"
+         ".title{font-size:13px;font-weight:bold}.label{font-size:10px;fill:#555}.axis{stroke:#999}")
 
 
 def _time_unit(span_ns: int) -> tuple[int, str]:
@@ -118,6 +132,7 @@ def build_report(run: Path, dataset: Path | None) -> str:
     fund = pl.read_parquet(run / "insurance_fund.parquet").with_columns(pl.col("asset").cast(pl.String))
     adl = pl.read_parquet(run / "adl.parquet")
     ledger = pl.scan_parquet(run / "ledger.parquet")
+    depth = pl.read_parquet(run / "book_depth.parquet") if (run / "book_depth.parquet").exists() else None
     marks = (pl.read_parquet(dataset / "marks.parquet")
              if dataset is not None and (dataset / "marks.parquet").exists() else None)
     starts = [f["ts"].min() for f in (liq, fund, adl) if f.height]
@@ -143,11 +158,22 @@ def build_report(run: Path, dataset: Path | None) -> str:
         symbol = marks["symbol"].cast(pl.String)[0]
         series = marks.filter(pl.col("symbol").cast(pl.String) == symbol)
         points = liq.filter(pl.col("symbol") == symbol).drop_nulls("mark_price")
+        index = series.drop_nulls("index_price") if "index_price" in series.columns else series.clear()
         plots.append(line_plot(
-            "mark", f"{symbol} mark price (ticks) and liquidations (red)",
+            "mark", f"{symbol} mark and index price (ticks), liquidations (red)",
             _minutes(series["ts"], start), [float(v) for v in series["mark_price"]],
             markers=list(zip(_minutes(points["ts"], start), [float(v) for v in points["mark_price"]])),
-            x_label=x_label, x_range=axis))
+            x_label=x_label, x_range=axis, label="mark",
+            more=[("index", _minutes(index["ts"], start), [float(v) for v in index["index_price"]],
+                   COLORS["line2"])] if index.height else []))
+    if depth is not None and depth.height:
+        symbol = depth["symbol"][0]
+        own_depth = depth.filter(pl.col("symbol") == symbol)
+        times = _minutes(own_depth["ts"], start)
+        plots.append(line_plot(
+            "depth", f"{symbol} book depth within 1% of the mark (lots resting)", times,
+            [float(v) for v in own_depth["bid_qty"]], x_label=x_label, x_range=axis, label="bids",
+            more=[("asks", times, [float(v) for v in own_depth["ask_qty"]], COLORS["marker"])]))
     asset = headline.get("fund_asset", "USDT")
     own = fund.filter(pl.col("asset") == asset)
     opening = headline.get("fund_opening", 0)
@@ -209,12 +235,8 @@ def build_report(run: Path, dataset: Path | None) -> str:
     rows += [(f"conservation {a} gap", f["gap_at_last_marks"]) for a, f in sorted(summary.get("conservation", {}).items())]
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>"
                     for k, v in rows)
-    style = ("body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin-bottom:1.5em}th,td{padding:2px 10px;text-align:left;"
-             "border-bottom:1px solid #ddd;font-size:13px}svg{display:block;margin:1em 0;background:#fafafa}"
-             ".title{font-size:13px;font-weight:bold}.label{font-size:10px;fill:#555}.axis{stroke:#999}")
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>backtest report: "
-            f"{html.escape(str(summary.get('dataset')))}</title><style>{style}</style></head><body>"
+            f"{html.escape(str(summary.get('dataset')))}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(str(summary.get('dataset')))}</h1><table>{table}</table>"
             + "".join(plots) + "</body></html>\n")
 

@@ -7,6 +7,7 @@ input is an error naming file, row and column and leaves no run folder.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.match import _event_counts, gc_paused
-from backtest.outputs import MatchOutputWriter, write_book_final, write_summary
+from backtest.outputs import MatchOutputWriter, file_sha256, write_book_final, write_summary
 from backtest.report import write_report
 from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, LiquidationRules, Replay
 from clearing.funding import premium_index_rate, rate_at_scale
@@ -29,7 +30,8 @@ from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file
 from matching.types import STP_NAMES
-from datasets.tables import ACCOUNTS, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table
+from datasets.tables import (ACCOUNTS, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table,
+                             write_table)
 from matching import Matcher
 from matching.errors import InputError
 
@@ -153,6 +155,31 @@ def _premium_funding(path: Path, frame: pl.DataFrame, manifest: Manifest, rules:
     return events
 
 
+BOOK_DEPTH_SCHEMA = {"ts": pl.Int64, "symbol": pl.String, "mark_price": pl.Int64, "best_bid": pl.Int64,
+                     "best_ask": pl.Int64, "bid_qty": pl.Int64, "ask_qty": pl.Int64}
+DEPTH_SAMPLES = 2_000  # about this many book_depth rows per symbol, whatever the day's length
+
+
+def dataset_sha256(dataset: Path) -> str:
+    """One hash of the dataset's input tables (name and content of every Parquet file,
+    in name order; dataset.toml is left out, its rules being what a rule file overrides):
+    `backtest diff` refuses runs whose inputs differ."""
+    digest = hashlib.sha256()
+    for path in sorted(dataset.glob("*.parquet")):
+        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _depth_interval(events: list[tuple]) -> int:
+    """Whole seconds between book_depth samples: the marks' span over DEPTH_SAMPLES, at
+    least one second."""
+    times = [e[0] for e in events if e[3] == "mark"]
+    if not times:
+        return 0
+    second = 1_000_000_000
+    return max(1, (times[-1] - times[0]) // DEPTH_SAMPLES // second) * second
+
+
 def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                progress: Callable[[int, int], None] | None = None, adl_cache: bool = True) -> dict:
     """Replay `dataset` into run folder `out`; return the summary. `rules_file` overrides
@@ -185,7 +212,8 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
         max_takeover=rules.max_takeover, adl_fees=rules.adl_fees,
         price_step={s: i.price_step for s, i in manifest.instruments.items()},
         one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
-    replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache)
+    replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache,
+                    depth_every_ns=_depth_interval(events))
     for account in sorted(clearing.positions):
         replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
@@ -212,9 +240,12 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
         _write_accounts_final(clearing, openings, stage / "accounts_final.parquet")
         _write_positions_final(clearing, stage / "positions_final.parquet")
         liquidations = write_liquidations(replay, stage / "liquidations.parquet")
+        write_table(pl.DataFrame(replay.depth, schema=BOOK_DEPTH_SCHEMA, orient="row"),
+                    stage / "book_depth.parquet")
         summary = {
             "command": "run",
             "dataset": manifest.name,
+            "dataset_sha256": dataset_sha256(dataset),
             "instructions": total,
             "inputs": input_counts,
             "fills": writer.fill_rows,

@@ -12,7 +12,7 @@ import pytest
 
 from backtest.cli import main
 
-RUN_TABLES = ["accounts_final", "adl", "book_final", "fills", "funding", "insurance_fund", "ledger",
+RUN_TABLES = ["accounts_final", "adl", "book_depth", "book_final", "fills", "funding", "insurance_fund", "ledger",
               "liquidations", "margin_calls", "order_events", "positions_final", "transfer_events"]
 
 
@@ -228,7 +228,7 @@ def test_the_report_is_one_self_contained_page_with_every_plot(dataset, run, tmp
 
     page = (run / "report.html").read_text()
     plots = re.findall(r'data-plot="(\w+)"', page)
-    assert plots == ["mark", "fund", "liquidations_count", "liquidations_notional", "slippage", "adl", "losers"]
+    assert plots == ["mark", "depth", "fund", "liquidations_count", "liquidations_notional", "slippage", "adl", "losers"]
     # Nothing to fetch: no scripts, stylesheets, images or fonts from anywhere.
     assert "<script" not in page and "<link" not in page and "<img" not in page
     assert re.findall(r"https?://[^\s\"']+", page) == ["http://www.w3.org/2000/svg"] * len(plots)
