@@ -1,6 +1,8 @@
 # Two commands on a fresh machine with Python 3.11 and make:
-#   make demo   set up .venv, generate the crash day, replay it, say where the report is
-#   make test   set up .venv, run the whole suite (what CI runs: .ci/run)
+#   make demo   set up .venv, generate the crash day, replay it under the default and the
+#               strict rules, diff the two, say where the reports and the diff are
+#   make test   set up .venv and Debian's chromium (the report test), run the whole suite
+#               (what CI runs: .ci/run)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,6 +12,13 @@ DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matchi
 
 DEMO_DATA := data/crash-day
 DEMO_RUN := runs/crash-day
+DEMO_STRICT := runs/crash-day-strict
+# Debian's chromium opens report.html in tests/e2e/test_report_chromium.py. The version this
+# was tested with is tried first; Debian's security archive drops superseded builds, so the
+# current one is taken when that is gone (the test needs nothing version-specific).
+CHROMIUM := /usr/bin/chromium
+CHROMIUM_VERSION := 156.0.8078.79-1~deb12u1
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
 .PHONY: demo test test-fast bench clean
 
@@ -25,12 +34,20 @@ $(DEMO_DATA)/orders.parquet: $(STAMP)
 
 demo: $(STAMP) $(DEMO_DATA)/orders.parquet
 	$(BIN)/backtest run $(DEMO_DATA) --out $(DEMO_RUN)
-	@echo "report: $(DEMO_RUN)/report.html (open it in a browser; summary.json and the tables are beside it, docs/run.md says what each holds)"
+	$(BIN)/backtest run $(DEMO_DATA) --out $(DEMO_STRICT) --rules examples/strict.toml
+	$(BIN)/backtest diff $(DEMO_RUN) $(DEMO_STRICT) --out runs/diff.html
+	@echo "reports: $(DEMO_RUN)/report.html (default rules), $(DEMO_STRICT)/report.html (examples/strict.toml)"
+	@echo "diff: runs/diff.html (open the pages in a browser; docs/run.md says what each table holds)"
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium=$(CHROMIUM_VERSION) \
+	  || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 # The whole suite on the compiled modules, then the matching, clearing and replay suites
 # (and clearing's doctests) again on the pure-Python reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test: $(STAMP) $(CHROMIUM)
+	BACKTEST_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest
 	PURE_PYTHON=1 $(BIN)/python -m pytest tests/matching tests/clearing tests/golden tests/backtest clearing
 	$(BIN)/python -m pytest bench -m bench -q
 

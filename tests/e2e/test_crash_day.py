@@ -75,3 +75,28 @@ def test_liquidations_cascade_over_many_marks_and_adl_hits_profitable_shorts(cra
     final = pl.read_parquet(run / "accounts_final.parquet")
     liquidated = set(liquidations["account"])
     assert (final.filter(pl.col("account").is_in(list(liquidated)))["balance"] >= 0).all()
+
+
+def test_the_strict_rules_keep_the_fund_whole_on_the_demo_day(crash_run, tmp_path, capsys):
+    """`make demo`'s diff: examples/strict.toml (twice the maintenance rates, 20x, a 2% band,
+    a takeover cap) liquidates earlier, with margin left, so the fund gains where the
+    default rules drain it to its floor; the cap sends more to ADL. Pinned direction."""
+    day, run = crash_run
+    strict = Path(__file__).resolve().parents[2] / "examples" / "strict.toml"
+    assert main(["run", str(day), "--out", str(tmp_path / "strict"), "--rules", str(strict)]) == 0
+    capsys.readouterr()
+    assert main(["diff", str(run), str(tmp_path / "strict"), "--out", str(tmp_path / "diff.html"),
+                 "--json"]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    figures = {f["figure"]: f for f in diff["figures"]}
+    assert diff["same_dataset"]
+    assert figures["fund low"]["b"] == PINNED["fund_opening"] > figures["fund low"]["a"] == PINNED["fund_low"]
+    assert figures["fund close"]["delta"] > 0
+    assert figures["worst slippage (minor units)"]["delta"] < 0  # a 2% band, not 5%
+    assert figures["ADL notional"]["delta"] > 0
+    assert diff["fund"]["gap"] > 0 and diff["fund"]["at_ts"] == PINNED["fund_low_ts"]
+    assert diff["liquidated"]["only_a"] and diff["liquidated"]["only_b"]  # different accounts, too
+    assert {r["key"] for r in diff["rules"]} == {
+        "rules.insurance_fund.max_takeover", "rules.liquidation.band", "rules.margin_tiers.BTCUSDT",
+        "rules.max_leverage.BTCUSDT"}
+    assert (tmp_path / "diff.html").is_file()
