@@ -888,7 +888,8 @@ class Replay:
             self.funding_skipped += 1
             return
         n0 = len(self.out)
-        touched = self.clearing.settle_funding(ts, symbol, mark, rate, f"funding:{symbol}:{ts}", source)
+        touched = self.clearing.settle_funding(ts, symbol, mark, rate, f"funding:{symbol}:{ts}", source,
+                                               fund_floor=self.liquidation.fund_floor)
         self.seq += len(self.out) - n0
         self._check(ts, touched, "funding")
 

@@ -19,7 +19,7 @@ from fractions import Fraction
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
-from clearing.money import fee, funding_amounts, notional
+from clearing.money import div_ceil, fee, funding_amounts, notional
 from clearing.positions import Position, apply_fill
 from matching.types import BUY, SELL
 
@@ -148,19 +148,27 @@ class Clearing:
         return realised
 
     def settle_funding(self, ts: int, symbol: str, mark: int, rate: int | Fraction,
-                       reference: str, source: str = "table") -> list[str]:
+                       reference: str, source: str = "table", fund_floor: int | None = None) -> list[str]:
         """Every open position in `symbol` pays or receives funding (rate > 0: longs pay),
         accounts in id order: a funding record and a `funding` ledger entry each; then
         `rounding` gets the residue (sum paid, rounded up, minus sum received, rounded down;
         never negative because positions net to zero) as one more pair. Returns the
         accounts that paid or received, in id order.
 
+        The fund's parcels are positions and pay like any other, but with `fund_floor` the
+        fund never pays below it (CLEARING.md section 5.4: the floor binds every payment
+        but a collateral takeover): its receipts count first, then its parcels pay in id
+        order while the balance stays at or above the floor (or at the balance, if already
+        below). What it cannot pay, D, is withheld from the users who receive, pro rata to
+        their receipts: each one's cut is ceil(D x receipt / sum of receipts) (credits
+        round down), at most the receipt; the excess of the cuts over D goes to `rounding`
+        with the residue, which stays >= 0. Money in equals money out, exactly.
+
         A funding record is (FUNDING, ts, symbol, account, qty, mark, rate numerator, rate
         denominator (the rate over 1e8 as an exact fraction), signed amount, source)."""
         spec = self.symbols[symbol]
         rate = Fraction(rate)  # a zero rate still writes its rows (amount 0, the source named)
         out = self.out
-        residue = 0
         num, den = rate.numerator, rate.denominator
         holders = self.holders[symbol]
         payers: list[tuple[str, int, object]] = [(a, -1, holders[a]) for a in holders]
@@ -168,9 +176,17 @@ class Clearing:
         if not payers:
             return []
         payers.sort(key=lambda e: (e[0], e[1]))
-        for account, index, pos in payers:
+        amounts = []
+        for _, _, pos in payers:
             paid, received = funding_amounts(pos.qty, mark, spec.k, rate)
-            amount = -paid if (pos.qty > 0) == (rate > 0) else received
+            amounts.append(-paid if (pos.qty > 0) == (rate > 0) else received)
+        if fund_floor is not None:
+            self._limit_fund_funding(payers, amounts, spec.settle, fund_floor)
+        # The fund's receipts are booked before its payments, so its balance after every
+        # row stays at or above the floor.
+        rows = sorted(zip(payers, amounts), key=lambda r: (r[0][0], r[0][1] >= 0 and r[1] < 0, r[0][1]))
+        residue = 0
+        for (account, index, pos), amount in rows:
             residue -= amount
             out.append((FUNDING, ts, symbol, account, pos.qty, mark, num, den, amount, source))
             if index < 0:
@@ -181,6 +197,30 @@ class Clearing:
         out.append((FUNDING, ts, symbol, ROUNDING, 0, mark, num, den, residue, source))
         self.ledger.post(ts, ROUNDING, spec.settle, residue, "rounding", reference)
         return sorted({a for a, i, _ in payers if i < 0})
+
+    def _limit_fund_funding(self, payers: list[tuple[str, int, object]], amounts: list[int],
+                            asset: str, floor: int) -> None:
+        """Cut the fund's funding payments to what it holds above `floor` and the users'
+        receipts by what it could not pay (settle_funding's rule), in place."""
+        balance = self.ledger.balance(FUND, asset)
+        room = balance - min(floor, balance)
+        room += sum(a for (acct, i, _), a in zip(payers, amounts) if i >= 0 and a > 0)
+        unpaid = 0
+        for j, ((_, index, _), amount) in enumerate(zip(payers, amounts)):
+            if index >= 0 and amount < 0:
+                pays = min(-amount, room)
+                room -= pays
+                unpaid += -amount - pays
+                amounts[j] = -pays
+        if unpaid == 0:
+            return
+        receivers = [j for j, ((_, index, _), a) in enumerate(zip(payers, amounts)) if index < 0 and a > 0]
+        total = sum(amounts[j] for j in receivers)
+        # The users are owed at least the unpaid amount but for the rounding of the rows;
+        # should their receipts fall short of it, each loses all it was owed (and the
+        # residue, users' round-ups plus the fund's room, stays >= 0).
+        for j in receivers:
+            amounts[j] -= min(amounts[j], div_ceil(unpaid * amounts[j], total))
 
     def fund_post(self, ts: int, asset: str, amount: int, kind: str, reference: str, cause: str,
                   liquidation_id: int | None) -> None:

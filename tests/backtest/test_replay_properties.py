@@ -125,6 +125,9 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
             assert clearing.ledger.total(asset) - costs == external[asset] + deposits
         for symbol in SYMBOLS:
             assert clearing.net_qty(symbol) == 0
+        # The fund never goes below its floor (0 here), funding on its parcels included.
+        for asset in ("USDT", "USDC"):
+            assert clearing.ledger.balance("insurance_fund", asset) >= 0, (ts, event, asset)
         # Whatever the event made liquidatable was liquidated; nobody's equity is negative.
         assert not _brute_force_liquidatable(clearing), (ts, event)
         for account in ACCOUNTS:
