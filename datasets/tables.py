@@ -1,16 +1,29 @@
-"""The clearing replay's input tables (DESIGN.md's data contracts): check, then load.
+"""The input tables of DESIGN.md's data contracts other than `orders`: check, then load.
 
 Each table is checked the way `orders` is (datasets/orders.py): columns present with usable
 types, no nulls where a value is required, enums known, amounts in range, `ts` never going
-backwards; every fault named by file, 1-based row and column (up to MAX_FAULTS), all in one
-InputError. Tables are small beside `orders` (accounts, positions, marks, funding, premium
-samples, transfers), so they are loaded whole, sorted as the replay consumes them.
+backwards, keys unique; every fault named by file, 1-based row and column (up to
+MAX_FAULTS), all in one InputError. A file with a schema fault (missing, unknown or
+mistyped column) is not read row by row: those faults come alone. The clearing replay's
+tables are small beside `orders` (accounts, positions, marks, funding, premium samples,
+transfers), so they are loaded whole, sorted as the replay consumes them. The market-data
+tables (`trades`, `depth`) can be a day of a venue's feed: their checks are vectorised
+polars queries over a lazy scan, one aggregate pass first (how many rows fail each check)
+and a fetch of the first rows only for the checks that fail, so a valid table is read once.
 
 Columns (beyond DESIGN.md, documented in docs/manifest.md):
 - `funding`: ts, symbol, rate, and optional `scale` (the rate is rate / scale; default 1e8).
 - `premium_index`: ts, symbol, premium (over 1e8): the samples a funding rate is computed
   from at each `rules.funding.interval_s` boundary that has no `funding` row.
 - `transfers`: ts, seq, account, kind, asset, amount, optional repay_with.
+- `trades`: ts, seq, symbol, price (ticks, > 0), qty (lots, > 0), aggressor (buy | sell),
+  optional trade_id (the venue's id: integer or string), maker_order_id, taker_order_id.
+- `depth`: ts, seq, symbol, side, price (ticks, > 0), qty (lots, absolute level size,
+  >= 0; 0 removes the level), snapshot (bool: the row belongs to a snapshot that replaces
+  the book). `side` is `bid` | `ask`; `buy` | `sell` are accepted as their synonyms (buy =
+  bid, sell = ask) because venues' feeds use both. Rows of one update may share a `seq`
+  (a venue message that moves several levels), so the unique key is (seq, side, price).
+- `asset_prices`: ts, asset, price (> 0, minor units of the quote asset per whole unit).
 """
 
 from __future__ import annotations
@@ -24,9 +37,11 @@ import pyarrow as pa
 from datasets.orders import MAX_FAULTS, duplicate_rows, fault_rows, read_schema
 from matching.errors import InputError
 
-INT, STR, BOOL = "integer", "string", "boolean"
+INT, STR, BOOL, ID = "integer", "string", "boolean", "integer or string"
 MARGIN_MODES = ("single_asset", "multi_asset")
 TRANSFER_KINDS = ("deposit", "withdraw", "repay", "set_mode")
+AGGRESSORS = ("buy", "sell")
+DEPTH_SIDES = ("bid", "ask", "buy", "sell")  # buy = bid, sell = ask
 
 
 @dataclass(frozen=True)
@@ -37,8 +52,9 @@ class TableSpec:
     enums: dict[str, tuple[str, ...]]
     positive: tuple[str, ...] = ()  # > 0
     non_negative: tuple[str, ...] = ()
-    ordered_ts: bool = False
+    ordered_ts: bool = False  # ts never goes backwards from one row to the next
     unique: tuple[tuple[str, ...], ...] = ()
+    ordered_seq: bool = False  # within one ts, seq never goes backwards
 
 
 ACCOUNTS = TableSpec(
@@ -56,7 +72,8 @@ POSITIONS = TableSpec(
 MARKS = TableSpec(
     "marks",
     {"ts": (INT, True), "symbol": (STR, True), "mark_price": (INT, True), "index_price": (INT, False)},
-    not_null=("ts", "symbol", "mark_price"), enums={}, positive=("mark_price",), ordered_ts=True)
+    not_null=("ts", "symbol", "mark_price"), enums={}, positive=("mark_price", "index_price"),
+    ordered_ts=True)
 FUNDING = TableSpec(
     "funding",
     {"ts": (INT, True), "symbol": (STR, True), "rate": (INT, True), "scale": (INT, False)},
@@ -73,7 +90,29 @@ TRANSFERS = TableSpec(
     not_null=("ts", "seq", "account", "kind", "asset", "amount"),
     enums={"kind": TRANSFER_KINDS}, non_negative=("amount",), ordered_ts=True, unique=(("seq",),))
 
-SPECS = {s.name: s for s in (ACCOUNTS, POSITIONS, MARKS, FUNDING, PREMIUM_INDEX, TRANSFERS)}
+TRADES = TableSpec(
+    "trades",
+    {"ts": (INT, True), "seq": (INT, True), "symbol": (STR, True), "price": (INT, True),
+     "qty": (INT, True), "aggressor": (STR, True), "trade_id": (ID, False),
+     "maker_order_id": (INT, False), "taker_order_id": (INT, False)},
+    not_null=("ts", "seq", "symbol", "price", "qty", "aggressor"),
+    enums={"aggressor": AGGRESSORS}, positive=("price", "qty"), ordered_ts=True,
+    ordered_seq=True, unique=(("seq",),))
+DEPTH = TableSpec(
+    "depth",
+    {"ts": (INT, True), "seq": (INT, True), "symbol": (STR, True), "side": (STR, True),
+     "price": (INT, True), "qty": (INT, True), "snapshot": (BOOL, True)},
+    not_null=("ts", "seq", "symbol", "side", "price", "qty", "snapshot"),
+    enums={"side": DEPTH_SIDES}, positive=("price",), non_negative=("qty",), ordered_ts=True,
+    ordered_seq=True, unique=(("seq", "side", "price"),))
+ASSET_PRICES = TableSpec(
+    "asset_prices",
+    {"ts": (INT, True), "asset": (STR, True), "price": (INT, True)},
+    not_null=("ts", "asset", "price"), enums={}, positive=("price",), ordered_ts=True,
+    unique=(("ts", "asset"),))
+
+SPECS = {s.name: s for s in (ACCOUNTS, POSITIONS, MARKS, FUNDING, PREMIUM_INDEX, TRANSFERS,
+                             TRADES, DEPTH, ASSET_PRICES)}
 
 
 def _type_ok(kind: str, t: pa.DataType) -> bool:
@@ -81,17 +120,59 @@ def _type_ok(kind: str, t: pa.DataType) -> bool:
         t = t.value_type
     if pa.types.is_null(t):
         return True
+    is_str = pa.types.is_string(t) or pa.types.is_large_string(t)
     if kind == INT:
         return pa.types.is_integer(t)
     if kind == STR:
-        return pa.types.is_string(t) or pa.types.is_large_string(t)
+        return is_str
+    if kind == ID:
+        return is_str or pa.types.is_integer(t)
     return pa.types.is_boolean(t)
 
 
-def check_table(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | None = None) -> None:
-    """Raise InputError naming every fault of `path` against `spec`. `known` maps a column
-    to the values it may hold (symbols of the manifest, assets)."""
-    schema = read_schema(path)
+@dataclass(frozen=True)
+class RowCheck:
+    """One row-level check: rows where `bad` holds are faults in `column`."""
+    bad: pl.Expr
+    column: str
+    message: str
+
+
+def run_checks(lf: pl.LazyFrame, checks: list[RowCheck], faults: list[str]) -> None:
+    """Add the faults of every check to `faults` (up to MAX_FAULTS in all): one streaming
+    pass counts the rows each check rejects, then only failing checks fetch their first
+    rows (fault_rows)."""
+    if not checks or len(faults) >= MAX_FAULTS:
+        return
+    # Flags first, then one sum: half the peak memory of per-check sums in one select
+    # (measured on 10M orders: 240 vs 570 MB).
+    counts = lf.select(c.bad.fill_null(False).alias(f"c{i}")
+                       for i, c in enumerate(checks)).sum().collect(engine="streaming").row(0)
+    for check, count in zip(checks, counts):
+        if count:
+            fault_rows(lf, check.bad.fill_null(False), check.column, check.message, faults)
+
+
+def unique_faults(lf: pl.LazyFrame, cols: tuple[str, ...], faults: list[str]) -> None:
+    """Rows whose key `cols` occurs more than once, by a sort and a neighbour compare
+    (bounded memory beside a hash-based is_duplicated; see datasets.orders.duplicate_rows)."""
+    if len(cols) == 1:
+        duplicate_rows(lf, cols[0], f"duplicate {cols[0]}", faults)
+        return
+    room = MAX_FAULTS - len(faults)
+    if room <= 0:
+        return
+    same_prev = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in cols])
+    same_next = pl.all_horizontal([pl.col(c) == pl.col(c).shift(-1) for c in cols])
+    hits = (lf.select("row", *cols).sort(list(cols)).filter(same_prev | same_next)
+            .sort("row").head(room).collect(engine="streaming"))
+    for row in hits.iter_rows():
+        values = ", ".join(f"{c}={v!r}" for c, v in zip(cols, row[1:]))
+        faults.append(f"row {row[0]}, column {cols[-1]}: duplicate ({values})")
+
+
+def schema_faults(schema: pa.Schema, spec: TableSpec) -> list[str]:
+    """Missing required columns, columns the spec does not name, and unusable types."""
     faults: list[str] = []
     required = [c for c, (_, req) in spec.columns.items() if req]
     for col in required:
@@ -102,44 +183,68 @@ def check_table(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | Non
             faults.append(f"column {field.name}: unknown column (allowed: {', '.join(spec.columns)})")
         elif not _type_ok(spec.columns[field.name][0], field.type):
             faults.append(f"column {field.name}: type {field.type} where {spec.columns[field.name][0]} is required")
-    if faults:
-        raise InputError(str(path), faults)
+    return faults
+
+
+def scan_table(path: Path, spec: TableSpec, present: set[str]) -> pl.LazyFrame:
+    """A lazy scan of `path` with a 1-based `row` column and string columns as plain
+    strings (dictionary-encoded ones included)."""
     lf = pl.scan_parquet(path).with_row_index("row", offset=1)
-    present = set(schema.names)
-    lf = lf.with_columns(pl.col(c).cast(pl.String) for c, (k, _) in spec.columns.items()
-                         if k == STR and c in present)
-    for col in spec.not_null:
-        fault_rows(lf, pl.col(col).is_null(), col, "null where a value is required", faults)
+    return lf.with_columns(pl.col(c).cast(pl.String) for c, (k, _) in spec.columns.items()
+                           if k == STR and c in present)
+
+
+def row_checks(spec: TableSpec, present: set[str], known: dict[str, set[str]] | None = None) -> list[RowCheck]:
+    """The spec's row-level checks over the columns present (in the order they report)."""
+    checks = [RowCheck(pl.col(c).is_null(), c, "null where a value is required")
+              for c in spec.not_null]
     for col, allowed in spec.enums.items():
         if col in present:
-            fault_rows(lf, pl.col(col).is_not_null() & ~pl.col(col).is_in(list(allowed)), col,
-                       f"unknown value; one of {', '.join(allowed)}", faults)
+            checks.append(RowCheck(pl.col(col).is_not_null() & ~pl.col(col).is_in(list(allowed)), col,
+                                   f"unknown value; one of {', '.join(allowed)}"))
     for col, allowed_set in (known or {}).items():
         if col in present:
             allowed = sorted(allowed_set)
-            fault_rows(lf, pl.col(col).is_not_null() & ~pl.col(col).is_in(allowed), col,
-                       f"not in the manifest; one of {', '.join(allowed)}", faults)
+            checks.append(RowCheck(pl.col(col).is_not_null() & ~pl.col(col).is_in(allowed), col,
+                                   f"not in the manifest; one of {', '.join(allowed) or '(none)'}"))
     for col in spec.positive:
         if col in present:
-            fault_rows(lf, pl.col(col) <= 0, col, "must be > 0", faults)
+            checks.append(RowCheck(pl.col(col) <= 0, col, "must be > 0"))
     for col in spec.non_negative:
         if col in present:
-            fault_rows(lf, pl.col(col) < 0, col, "must be >= 0", faults)
+            checks.append(RowCheck(pl.col(col) < 0, col, "must be >= 0"))
     if spec.ordered_ts:
-        fault_rows(lf, pl.col("ts") < pl.col("ts").shift(1), "ts",
-                   "goes backwards (rows must be sorted by ts)", faults)
+        checks.append(RowCheck(pl.col("ts") < pl.col("ts").shift(1), "ts",
+                               "goes backwards (rows must be sorted by ts)"))
+    if spec.ordered_seq:
+        checks.append(RowCheck((pl.col("ts") == pl.col("ts").shift(1)) & (pl.col("seq") < pl.col("seq").shift(1)),
+                               "seq", "goes backwards within one ts (rows must be sorted by ts, then seq)"))
+    return checks
+
+
+def table_faults(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | None = None,
+                 extra: list[RowCheck] = ()) -> list[str]:
+    """Every fault of `path` against `spec` (up to MAX_FAULTS), each "row R, column C:
+    message (value: V)" or, for the schema, "column C: message"; empty when the file is
+    good. `known` maps a column to the values it may hold (symbols of the manifest,
+    assets); `extra` adds checks a caller knows (datasets/validate.py's cross-table ones).
+    Raises InputError only when the file is missing or not Parquet."""
+    schema = read_schema(path)
+    faults = schema_faults(schema, spec)
+    if faults:
+        return faults
+    present = set(schema.names)
+    lf = scan_table(path, spec, present)
+    run_checks(lf, row_checks(spec, present, known) + list(extra), faults)
     for cols in spec.unique:
-        if len(cols) == 1:
-            duplicate_rows(lf, cols[0], f"duplicate {cols[0]}", faults)
-        else:
-            key = pl.concat_str([pl.col(c).cast(pl.String) for c in cols], separator="\x1f").alias("key")
-            room = MAX_FAULTS - len(faults)
-            if room > 0:
-                hits = (lf.with_columns(key).filter(pl.col("key").is_duplicated())
-                        .select("row", *cols).head(room).collect())
-                for row in hits.iter_rows():
-                    values = ", ".join(f"{c}={v!r}" for c, v in zip(cols, row[1:]))
-                    faults.append(f"row {row[0]}, column {cols[-1]}: duplicate ({values})")
+        unique_faults(lf, cols, faults)
+    return faults[:MAX_FAULTS]
+
+
+def check_table(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | None = None) -> None:
+    """Raise InputError naming every fault of `path` against `spec`. `known` maps a column
+    to the values it may hold (symbols of the manifest, assets)."""
+    faults = table_faults(path, spec, known=known)
     if faults:
         raise InputError(str(path), faults)
 
@@ -150,7 +255,7 @@ def load_table(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | None
     check_table(path, spec, known=known)
     frame = pl.read_parquet(path)
     for col, (kind, _) in spec.columns.items():
-        dtype = {INT: pl.Int64, STR: pl.String, BOOL: pl.Boolean}[kind]
+        dtype = {INT: pl.Int64, STR: pl.String, BOOL: pl.Boolean, ID: pl.String}[kind]
         frame = frame.with_columns((pl.col(col) if col in frame.columns else pl.lit(None)).cast(dtype).alias(col))
     return frame.select(list(spec.columns))
 
