@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
@@ -42,6 +43,7 @@ class Config:
     clearing: bool = False
     accounts: int = 500
     rules: Path | None = None
+    hours: float = 4.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,18 +72,26 @@ def _parser() -> argparse.ArgumentParser:
                          "transfers, and margin and fee rules in dataset.toml")
 
     gc_ = gsub.add_parser("crash-day", formatter_class=fmt,
-                          help="the synthetic crash day: orders that sell off 8%%, leveraged "
-                               "accounts, marks, funding, rules with an insurance fund",
+                          help="the synthetic crash day: a calm book, a 25%% sell-off in 15 "
+                               "minutes, a partial recovery; leveraged accounts, marks, "
+                               "funding, an insurance fund",
                           description="The deterministic synthetic crash day `make demo` "
-                                      "replays: the realistic order stream from --accounts "
-                                      "accounts, selling off 8%% between 30%% and 60%% of the "
-                                      "day; every account funded (1x..200x) and holding a "
-                                      "position; a mark per second; funding; transfers; a "
-                                      "50,000 USDT insurance fund and sweep liquidation.",
-                          epilog="example:\n  backtest generate crash-day data/crash --accounts 2000 --n 1000000")
+                                      "replays, over --hours (default 4): the realistic order "
+                                      "stream from --accounts accounts, calm for 40%% of the "
+                                      "span, then a sell-off of 25%% in 15 minutes (makers pull "
+                                      "their bids, sellers hit what is left; 30%% of the "
+                                      "instructions) and a recovery of 45%% of the fall. Every "
+                                      "account funded at 1x..50x (a stated distribution, "
+                                      "datasets/generate.py CRASH_LEVERAGE) and holding a "
+                                      "position; a mark per second with a lagging index; "
+                                      "hourly funding; transfers; a 50,000 USDT insurance "
+                                      "fund and sweep liquidation. Same seed, same bytes.",
+                          epilog="examples:\n  backtest generate crash-day data/crash\n"
+                                 "  backtest generate crash-day data/day24 --hours 24 --n 5000000")
     gc_.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write")
     gc_.add_argument("--n", type=int, default=1_000_000, help="instructions (default 1000000)")
     gc_.add_argument("--accounts", type=int, default=2_000, help="accounts (default 2000)")
+    gc_.add_argument("--hours", type=float, default=4.0, help="the day's span in hours (default 4)")
     gc_.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     _add_population(gsub, fmt)
 
@@ -219,6 +229,7 @@ def _config(ns: argparse.Namespace) -> Config:
         clearing=getattr(ns, "clearing", False),
         accounts=getattr(ns, "accounts", 500),
         rules=getattr(ns, "rules", None),
+        hours=getattr(ns, "hours", 4.0),
     )
 
 
@@ -229,13 +240,18 @@ def _progress(console: Console) -> Progress:
 
 
 def _with_progress(err: Console, label: str, job: Callable[..., Any]) -> Any:
-    """Run `job(progress=tick)` under a rich progress bar showing rows or instructions per second."""
+    """Run `job(progress=tick)` under a rich progress bar: rows or instructions per second and,
+    when the job passes one, the simulated time reached."""
     with _progress(err) as progress:
         task = progress.add_task(label, total=None, rate="")
 
-        def tick(done: int, total: int) -> None:
+        def tick(done: int, total: int, ts: int | None = None) -> None:
             elapsed = progress.tasks[task].elapsed or 1e-9
-            progress.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} msg/s")
+            rate = f"{done / elapsed:,.0f}/s"
+            if ts is not None:  # the simulated time reached, UTC
+                clock = datetime.fromtimestamp(ts // 1_000_000_000, tz=timezone.utc)
+                rate += f"  sim {clock:%Y-%m-%d %H:%M:%S}"
+            progress.update(task, completed=done, total=total, rate=rate)
 
         return job(progress=tick)
 
@@ -307,8 +323,10 @@ def _cmd_generate(cfg: Config, err: Console) -> int:
         task = progress.add_task("generating", total=cfg.n, rate="")
         tick = lambda done: progress.update(task, completed=done)  # noqa: E731
         if cfg.what == "crash-day":
+            if not 0 < cfg.hours <= 24 * 7:
+                raise InputError("--hours", [f"{cfg.hours:g}: the day's span must be over 0 and at most a week"])
             write_clearing_dataset(cfg.out, n=cfg.n, seed=cfg.seed, accounts=cfg.accounts,
-                                   progress=tick, crash=True)
+                                   progress=tick, crash=True, hours=cfg.hours)
         elif cfg.clearing:
             if cfg.kind != "realistic":
                 raise InputError("--clearing", ["clearing tables come with the realistic stream only"])
@@ -350,9 +368,12 @@ def _cmd_diff(ns: argparse.Namespace) -> int:
 
 
 def _cmd_validate(ns: argparse.Namespace, err: Console) -> int:
-    from datasets.validate import validate_dataset
+    from datasets.validate import check_dataset
 
-    faults = validate_dataset(ns.dataset)
+    report = check_dataset(ns.dataset)
+    for note in report.notes:
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+    faults = report.faults
     for fault in faults:
         err.print(f"[red]fault:[/red] {escape(fault)}", highlight=False, soft_wrap=True)
     if faults:

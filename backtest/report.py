@@ -72,12 +72,15 @@ def line_plot(name: str, title: str, xs: list[float], ys: list[float], *, y_fmt:
         px, _ = _xy(x, y_lo, x_lo, x_hi, y_lo, y_hi)
         parts.append(f'<text x="{px:.1f}" y="{HEIGHT - PAD + 14}" class="label" text-anchor="middle">{x:,.0f}</text>')
     lines = [(label, xs, ys, COLORS["line"])] + list(more)
-    for i, (legend, lx, ly, color) in enumerate(lines):
+    right = WIDTH - 8  # the legend runs right to left on the title's line, above the plot
+    for legend, lx, ly, color in lines:
         points = " ".join(f"{px:.1f},{py:.1f}" for px, py in (_xy(x, y, x_lo, x_hi, y_lo, y_hi) for x, y in zip(lx, ly)))
         parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    for legend, _, _, color in reversed(lines):
         if legend:
-            parts.append(f'<text x="{WIDTH - 12}" y="{36 + 13 * i}" class="label" text-anchor="end" '
-                         f'fill="{color}" style="fill:{color}">{html.escape(legend)}</text>')
+            parts.append(f'<text x="{right}" y="16" class="label" text-anchor="end" '
+                         f'style="fill:{color};font-weight:bold">{html.escape(legend)}</text>')
+            right -= 6 * len(legend) + 14
     for x, y in markers:
         px, py = _xy(x, y, x_lo, x_hi, y_lo, y_hi)
         parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{COLORS["marker"]}" fill-opacity="0.6"/>')
@@ -183,10 +186,13 @@ def build_report(run: Path, dataset: Path | None) -> str:
     plots.append(line_plot("fund", f"Insurance fund balance ({asset}, whole units)", xs, ys,
                            y_fmt=",.2f", x_label=x_label, x_range=axis))
     if liq.height:
-        per_minute = (liq.with_columns(((pl.col("ts") - start) // bucket).alias("minute"))
-                      .group_by("minute").agg(pl.len().alias("count"),
-                                              pl.col("bankruptcy_notional").sum().alias("notional"))
-                      .sort("minute"))
+        # Every bucket of the replay, empty ones included, so the bars are a time axis.
+        buckets = pl.DataFrame({"minute": pl.int_range(0, span // bucket + 1, eager=True)})
+        per_minute = (buckets.join(
+            liq.with_columns(((pl.col("ts") - start) // bucket).alias("minute"))
+            .group_by("minute").agg(pl.len().alias("count"),
+                                    pl.col("bankruptcy_notional").sum().alias("notional")),
+            on="minute", how="left").fill_null(0).sort("minute"))
         labels = [f"{m * bucket // unit}" for m in per_minute["minute"]]
         plots.append(bar_plot("liquidations_count", f"Liquidations per {bucket_label} (count)", labels,
                               [float(v) for v in per_minute["count"]], x_label=x_label))

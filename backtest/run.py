@@ -181,11 +181,11 @@ def _depth_interval(events: list[tuple]) -> int:
 
 
 def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
-               progress: Callable[[int, int], None] | None = None, adl_cache: bool = True) -> dict:
+               progress: Callable[[int, int, int], None] | None = None, adl_cache: bool = True) -> dict:
     """Replay `dataset` into run folder `out`; return the summary. `rules_file` overrides
     keys of the manifest's [rules] (merge_rules); the effective rules are written to
     RUN/rules.toml. Raises InputError (nothing written) on bad input. `progress(done,
-    total)` after each order batch. `adl_cache=False` ranks every holder at every ADL (a
+    total, ts)` after each order batch (ts: its last instruction's). `adl_cache=False` ranks every holder at every ADL (a
     test holds the cache to it)."""
     manifest = load_manifest(dataset)
     effective = manifest.rules
@@ -229,7 +229,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                     replay.out.clear()
                     done += len(batch[0])
                     if progress is not None:
-                        progress(done, total)
+                        progress(done, total, batch[0][-1])
             replay.until(None)
             writer.write_records(replay.out)
             replay.out.clear()

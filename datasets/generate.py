@@ -76,11 +76,28 @@ insurance_fund = {{ opening = 5_000_000_000_000, floor = 0 }}
 adl = {{ ranking = "bitmex" }}
 """
 CRASH_WINDOW = (0.3, 0.6)  # the sell-off, as fractions of the day's instructions
+CRASH_CALM_SHARE = 0.4  # the calm before the sell-off, as a share of the day's span
+CRASH_MINUTES = 15  # the sell-off lasts this long (a tenth of the day if that is shorter)
+# The crash day's population: leverage (x) and weight. Long liquidation prices spread from
+# about 1.6% under entry (50x) to 19.6% (5x); 3x and below survive the 25% fall.
+CRASH_LEVERAGE = ((1, 6), (2, 8), (3, 10), (5, 16), (10, 22), (20, 18), (25, 10), (50, 10))
+NS_PER_S = 1_000_000_000
+
+
+def crash_timeline(n: int, hours: float) -> tuple[tuple[int, int], ...]:
+    """The crash day's (end instruction, duration ns) segments: CRASH_CALM_SHARE of the
+    span before the sell-off, CRASH_MINUTES for it (at most a tenth of the span), the rest
+    after; the instructions split by CRASH_WINDOW, so the sell-off is the busiest time."""
+    span = int(hours * 3600) * NS_PER_S
+    calm = int(span * CRASH_CALM_SHARE)
+    crash = min(CRASH_MINUTES * 60 * NS_PER_S, span // 10)
+    start, end = (int(f * n) for f in CRASH_WINDOW)
+    return ((start, calm), (end, crash), (n, span - calm - crash))
 
 
 def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
                            progress: Callable[[int], None] | None = None,
-                           crash: bool = False) -> Path:
+                           crash: bool = False, hours: float = 4.0) -> Path:
     """The realistic order stream from `accounts` accounts, plus what clearing needs:
     every account funded and holding a position (longs and shorts pairwise, so they net to
     zero; leverage 1x..200x, so some accounts meet margin calls as the mark walks), a mark
@@ -88,10 +105,14 @@ def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
     from premium samples (one per second, 3 s interval) at the boundaries the table does
     not cover, and deposits and withdrawals (some too large, so refused).
 
-    With `crash`, the synthetic crash day: the order flow sells off by 8% between 30% and
-    60% of the day (datasets/order_streams.py), the insurance fund opens with 50,000 USDT,
-    and liquidations are swept inside a 5% band, so leveraged longs are liquidated in a
-    cascade into a thinning book and ADL reaches the profitable shorts."""
+    With `crash`, the synthetic crash day over `hours`: a calm book for 40% of the span,
+    then a sell-off of 25% in 15 minutes (30% to 60% of the instructions: makers pull their
+    bids, sellers hit what is left) and a recovery of 45% of the fall
+    (datasets/order_streams.py); accounts leveraged by CRASH_LEVERAGE, a mark per second
+    and an index that follows it with a lag, hourly funding (a `funding` row every two
+    hours, premium samples every 10 s for the hours between), an insurance fund of
+    50,000 USDT and liquidations swept inside a 5% band: leveraged longs are liquidated in
+    a cascade into the thin book and ADL reaches the profitable shorts."""
     import random
 
     import polars as pl
@@ -99,24 +120,27 @@ def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
     from datasets.tables import write_table
 
     cols = realistic_stream(n, seed=seed, accounts=accounts, progress=progress,
-                            crash=CRASH_WINDOW if crash else None)
+                            crash=CRASH_WINDOW if crash else None,
+                            timeline=crash_timeline(n, hours) if crash else None)
     out.mkdir(parents=True, exist_ok=True)
     end_ns = (cols.ts[-1] if n else START_NS) + 1
     if crash:
-        name = f"crash-day-{n}-accounts{accounts}-seed{seed}"
-        provenance = f"backtest generate crash-day --n {n} --accounts {accounts} --seed {seed}"
+        name = f"crash-day-{hours:g}h-{n}-accounts{accounts}-seed{seed}"
+        provenance = (f"backtest generate crash-day --hours {hours:g} --n {n} --accounts {accounts} "
+                      f"--seed {seed}")
     else:
         name = f"clearing-orders-{n}-accounts{accounts}-seed{seed}"
         provenance = (f"backtest generate orders --clearing --n {n} --accounts {accounts} "
                       f"--seed {seed}")
     (out / "dataset.toml").write_text(
         MANIFEST.format(name=name, start_ns=START_NS, end_ns=end_ns, provenance=provenance)
-        + CLEARING_RULES.format(interval_s=3) + (CRASH_RULES.format() if crash else ""))
+        + CLEARING_RULES.format(interval_s=3600 if crash else 3) + (CRASH_RULES.format() if crash else ""))
     write_orders(cols, out / "orders.parquet")
     rng = random.Random(f"clearing-{seed}")
     names = [f"acct{i:05d}" for i in range(accounts)]  # realistic_stream's account names
     mid = cols.mids[0][2] if cols.mids else 300_000
     k = 10_000  # BTCUSDT minor units per tick x lot
+    levers, weights = zip(*CRASH_LEVERAGE)
     acct_rows, pos_rows = [], []
     for i, account in enumerate(names):
         qty = rng.randint(100, 3_000)  # lots: 0.1 .. 3 BTC
@@ -125,7 +149,10 @@ def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
             qty = 0  # an odd one out holds no position
         sign = 1 if i % 2 == 0 else -1
         entry = mid + rng.randint(-500, 500)
-        leverage = rng.choice((1, 2, 5, 10, 20, 25, 50, 100, 150, 200))
+        if crash:
+            leverage = rng.choices(levers, weights)[0]
+        else:
+            leverage = rng.choice((1, 2, 5, 10, 20, 25, 50, 100, 150, 200))
         balance = qty * entry * k // leverage + rng.randint(0, 10**10)
         acct_rows.append((account, "USDT", balance, "single_asset", rng.choice((0, 0, 0, 1, 2))))
         pos_rows.append((account, "BTCUSDT", sign * qty, entry))
@@ -138,17 +165,25 @@ def write_clearing_dataset(out: Path, *, n: int, seed: int, accounts: int,
     write_table(pl.DataFrame(pos_rows, schema={"account": pl.String, "symbol": pl.String,
                                                "qty": pl.Int64, "entry_price": pl.Int64},
                              orient="row"), out / "positions.parquet")
-    marks = [(ts, s, m, m) for ts, s, m in cols.mids]
+    if crash:
+        marks, index = [], None
+        for ts, symbol, mid in cols.mids:
+            index = mid if index is None else index + (mid - index) // 8  # lags the mark
+            marks.append((ts, symbol, mid, index))
+        funding_every, premium_every = 7200 * NS_PER_S, 10 * NS_PER_S
+    else:
+        marks = [(ts, s, m, m) for ts, s, m in cols.mids]
+        funding_every, premium_every = 4 * NS_PER_S, NS_PER_S
     write_table(pl.DataFrame(marks, schema={"ts": pl.Int64, "symbol": pl.String,
                                             "mark_price": pl.Int64, "index_price": pl.Int64},
                              orient="row"), out / "marks.parquet")
-    second = 1_000_000_000
-    funding = [(START_NS + t * second, "BTCUSDT", rng.randint(-100, 100), 1_000_000)
-               for t in range(4, (end_ns - START_NS) // second + 1, 4)]
+    funding = [(START_NS + t, "BTCUSDT", rng.randint(-100, 100), 1_000_000)
+               for t in range(funding_every, end_ns - START_NS + 1, funding_every)]
     write_table(pl.DataFrame(funding, schema={"ts": pl.Int64, "symbol": pl.String, "rate": pl.Int64,
                                               "scale": pl.Int64}, orient="row"),
                 out / "funding.parquet")
-    premium = [(ts, "BTCUSDT", rng.randint(-40_000, 60_000)) for ts, _, _ in cols.mids]
+    premium = [(ts, "BTCUSDT", rng.randint(-40_000, 60_000)) for ts, _, _, _ in marks
+               if (ts - START_NS) % premium_every == 0]
     write_table(pl.DataFrame(premium, schema={"ts": pl.Int64, "symbol": pl.String,
                                               "premium": pl.Int64}, orient="row"),
                 out / "premium_index.parquet")

@@ -73,7 +73,25 @@ class OrderColumns:
 CRASH_MARKETABLE = 0.10  # extra share of instructions turned marketable during a crash
 CRASH_BUY_SHARE = 0.15  # share of marketable orders that buy during a crash
 CRASH_BID_BACKOFF = 12  # new bids sit this many times further below the fair price
-CRASH_DEPTH = 0.08  # the fair price falls this far over the crash window
+CRASH_DEPTH = 0.25  # the fair price falls this far over the crash window
+RECOVERY = 0.45  # after the crash the fair price wins back this share of the fall...
+RECOVERY_SPAN = 0.5  # ...over this share of the instructions left
+RECOVERY_BUY_SHARE = 0.65  # share of marketable orders that buy while it recovers
+WALK_STEP = 6  # with a crash, the fair price walks up to this many ticks per instruction
+
+
+def _steps(n: int, timeline: tuple[tuple[int, int], ...] | None) -> list[tuple[int, int, int]]:
+    """(first instruction index, low, high) of each segment of `timeline` ((end index,
+    duration ns) pairs): instruction gaps are drawn uniform in [low, high], so a segment
+    of k instructions spans about its duration. Without a timeline: 1..200 us gaps."""
+    if timeline is None:
+        return [(0, 1_000, 200_000)]
+    steps, start = [], 0
+    for end, duration in timeline:
+        mean = max(2, duration // max(1, end - start))
+        steps.append((start, 1, 2 * mean - 1))
+        start = end
+    return steps
 
 
 def realistic_stream(
@@ -81,6 +99,7 @@ def realistic_stream(
     mid_ticks: int = 300_000, target_live: int = 5_000,
     progress: Callable[[int], None] | None = None,
     crash: tuple[float, float] | None = None,
+    timeline: tuple[tuple[int, int], ...] | None = None,
 ) -> OrderColumns:
     """`n` instructions of the realistic mix over `symbols`, from `accounts` accounts.
 
@@ -90,11 +109,17 @@ def realistic_stream(
     book hovers around `target_live` orders per symbol instead of growing with `n`.
 
     `crash` = (start, end) as fractions of the stream: inside that window a sell-off runs
-    (CRASH_* below): a fair price slides CRASH_DEPTH below `mid_ticks`; sellers quote near
-    it, buyers step back far below it, most marketable orders sell and they come three
-    times as often, so the bids above the fair price are eaten and the book is thin. After
-    the window both sides quote around the bottom. Same number of random draws per
-    instruction either way.
+    (CRASH_* above): a fair price slides CRASH_DEPTH below `mid_ticks`; sellers quote near
+    it, buyers step back far below it (makers pull their bids), most marketable orders sell
+    and they come three times as often, so the bids above the fair price are eaten and the
+    book is thin. After the window the fair price recovers RECOVERY of the fall over
+    RECOVERY_SPAN of the instructions left, and most marketable orders buy. Outside the
+    window adds are quoted around the fair price, which walks (WALK_STEP; a generator of
+    its own, so the stream draws as many numbers as one without a crash).
+
+    `timeline` ((end instruction index, duration ns), ...) spaces the instructions so each
+    segment lasts about its duration (a crash is busier than the hours around it);
+    without one, gaps are 1..200 us (about 10,000 instructions a second).
     """
     rng = random.Random(seed)
     rules = {s: SymbolRules() for s in symbols}
@@ -106,11 +131,30 @@ def realistic_stream(
     next_second = START_NS
     next_id = 1
     crash_from, crash_to = (int(crash[0] * n), int(crash[1] * n)) if crash else (n, n)
+    recovery_end = crash_to + max(1, int((n - crash_to) * RECOVERY_SPAN))
+    # With a crash, adds are quoted around a fair price: a random walk (its own generator,
+    # so the stream's draws are those of the crash-free stream) that stands still while
+    # the crash takes it down, then recovers part of the fall.
+    walk_rng = random.Random(f"walk-{seed}") if crash else None
+    walk = 0
+    fair = mid_ticks
+    steps = _steps(n, timeline)
+    segment, (_, low, high) = 0, steps[0]
     for i in range(n):
         if progress is not None and i % 65_536 == 0:
             progress(i)
+        while segment + 1 < len(steps) and i >= steps[segment + 1][0]:
+            segment += 1
+            _, low, high = steps[segment]
         crashing = crash_from <= i < crash_to
-        ts += rng.randint(1_000, 200_000)
+        recovering = crash_to <= i < recovery_end
+        ts += rng.randint(low, high)
+        if walk_rng is not None:
+            if not crashing:
+                walk += walk_rng.randint(-WALK_STEP, WALK_STEP)
+            fall = min(1.0, max(0, i - crash_from) / max(1, crash_to - crash_from))
+            back = min(1.0, max(0, i - crash_to) / max(1, recovery_end - crash_to))
+            fair = max(1, int((mid_ticks + walk) * (1 - CRASH_DEPTH * fall * (1 - RECOVERY * back))))
         while next_second <= ts:
             for s in symbols:
                 bid, ask = shadow.books[s].best_bid(), shadow.books[s].best_ask()
@@ -146,19 +190,19 @@ def realistic_stream(
                     price = ask - 1
                 if bid is not None and price <= bid:
                     price = bid + 1
-            if i >= crash_from:
-                # The fair price slides down over the window and stays at the bottom after
-                # it; sellers quote near it, buyers step back below it while it falls.
-                progress_ = min(1.0, (i - crash_from) / max(1, crash_to - crash_from))
-                fair = int(mid_ticks * (1 - CRASH_DEPTH * progress_))
+            if crashing:
+                # Sellers quote near the falling fair price, buyers step back far below it.
                 if side == BUY:
-                    price = min(price, fair - (CRASH_BID_BACKOFF if crashing else 1) * (offset + 1))
-                    if ask is not None and price >= ask:
-                        price = ask - 1
+                    price = min(price, fair - CRASH_BID_BACKOFF * (offset + 1))
                 else:
                     price = min(price, fair + offset)
-                    if bid is not None and price <= bid:
-                        price = bid + 1
+            elif walk_rng is not None:
+                price = fair - 1 - offset if side == BUY else fair + offset
+            if walk_rng is not None:
+                if side == BUY and ask is not None and price >= ask:
+                    price = ask - 1
+                if side == SELL and bid is not None and price <= bid:
+                    price = bid + 1
                 price = max(1, price)
             tif = POST_ONLY if rng.random() < 0.1 else GTC
             qty = rng.randint(1, 100)
@@ -192,7 +236,8 @@ def realistic_stream(
                 row = (ts, AMEND, order.account, symbol, oid, order.side, LIMIT, GTC, new_price,
                        new_qty, STP_CANCEL_TAKER)
         else:
-            side = BUY if rng.random() < (CRASH_BUY_SHARE if crashing else 0.5) else SELL
+            buy_share = CRASH_BUY_SHARE if crashing else RECOVERY_BUY_SHARE if recovering else 0.5
+            side = BUY if rng.random() < buy_share else SELL
             scale = max(1, len(shadow.orders) * len(symbols) // target_live)
             qty = rng.randint(1, 200) * scale
             if rng.random() < 0.5:
