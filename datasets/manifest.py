@@ -84,6 +84,15 @@ def _positive_int(table: dict, key: str, default: int, where: str, problems: lis
     return value
 
 
+def _tables(doc: dict, key: str, problems: list[str]) -> dict:
+    """doc[key] if it is a TOML table (or absent: empty); a fault otherwise."""
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(f"{key}: expected a table [{key}], got {value!r}")
+        return {}
+    return value
+
+
 def load_manifest(dataset: Path) -> Manifest:
     """Read `DATASET/dataset.toml`; raise InputError listing every fault found."""
     path = dataset / "dataset.toml"
@@ -94,20 +103,27 @@ def load_manifest(dataset: Path) -> Manifest:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(str(path), [f"not valid TOML: {exc}"]) from None
     problems: list[str] = []
-    meta = doc.get("dataset", {})
+    tables = {key: _tables(doc, key, problems) for key in ("dataset", "assets", "instruments", "rules")}
+    meta = tables["dataset"]
     if not isinstance(meta.get("name"), str):
         problems.append("dataset.name: required string")
     assets: dict[str, Asset] = {}
-    for name, spec in sorted(doc.get("assets", {}).items()):
+    for name, spec in sorted(tables["assets"].items()):
         where = f"assets.{name}"
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: expected a table [{where}], got {spec!r}")
+            continue
         unit = _decimal(spec.get("minor_unit"), f"{where}.minor_unit", problems)
         if unit is not None:
             assets[name] = Asset(name, unit, bool(spec.get("stable", False)))
     instruments: dict[str, Instrument] = {}
-    if not doc.get("instruments"):
+    if not tables["instruments"]:
         problems.append("instruments: at least one [instruments.SYMBOL] table is required")
-    for symbol, spec in sorted(doc.get("instruments", {}).items()):
+    for symbol, spec in sorted(tables["instruments"].items()):
         where = f"instruments.{symbol}"
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: expected a table [{where}], got {spec!r}")
+            continue
         kind = spec.get("kind", "linear_perpetual")
         if kind not in INSTRUMENT_KINDS:
             problems.append(f"{where}.kind: unknown kind {kind!r}; one of {', '.join(INSTRUMENT_KINDS)}")
@@ -132,7 +148,7 @@ def load_manifest(dataset: Path) -> Manifest:
             symbol, kind, str(spec.get("base", "")), settle, tick, lot, min_qty, price_step,
             qty_step, int(factor),
         )
-    rules = doc.get("rules", {})
+    rules = tables["rules"]
     stp = rules.get("stp", "cancel_taker")
     if stp not in STP_NAMES:
         problems.append(f"rules.stp: unknown value {stp!r}; one of {', '.join(STP_NAMES)}")

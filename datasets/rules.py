@@ -87,7 +87,11 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
         problems.append(f"rules.fees: expected {{ maker = INT, taker = INT }} over 1e8, got {fees!r}")
     else:
         tiers.append((fees["maker"], fees["taker"]))
-    for i, row in enumerate(rules.get("fee_tiers", []), start=1):
+    fee_tiers = rules.get("fee_tiers", [])
+    if not isinstance(fee_tiers, list):
+        problems.append(f"rules.fee_tiers: expected an array of [maker, taker] rows, got {fee_tiers!r}")
+        fee_tiers = []
+    for i, row in enumerate(fee_tiers, start=1):
         if not (isinstance(row, list) and len(row) == 2 and all(_int(v) for v in row)):
             problems.append(f"rules.fee_tiers[{i - 1}] (fee tier {i}): expected [maker, taker] integers, got {row!r}")
         else:
@@ -99,6 +103,12 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
     margin: dict[str, MarginTiers] = {}
     table = rules.get("margin_tiers", {})
     leverage = rules.get("max_leverage", {})
+    for name, given in (("margin_tiers", table), ("max_leverage", leverage)):
+        if not isinstance(given, dict):
+            problems.append(f"rules.{name}: expected a table of symbols, got {given!r}")
+        else:
+            problems += [f"rules.{name}.{key}: not an instrument of [instruments] ({', '.join(symbols)})"
+                         for key in sorted(set(given) - set(symbols))]
     for symbol in symbols:
         rows = table.get(symbol) if isinstance(table, dict) else None
         if rows is None:
@@ -107,6 +117,10 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
         lev = leverage.get(symbol) if isinstance(leverage, dict) else None
         if lev is not None and (not _int(lev) or lev < 1):
             problems.append(f"rules.max_leverage.{symbol}: must be an integer >= 1, got {lev!r}")
+            continue
+        if not (isinstance(rows, list) and all(isinstance(r, list) and all(_int(v) for v in r) for r in rows)):
+            problems.append(f"rules.margin_tiers.{symbol}: expected an array of [floor, mmr, amount] "
+                            f"integer rows, got {rows!r}")
             continue
         try:
             margin[symbol] = MarginTiers.from_rows(rows, max_leverage=lev)

@@ -161,12 +161,11 @@ def _check_manifest(dataset: Path, report: Report, *, clearing: bool, premium: b
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         report.faults.append(f"{MANIFEST}: not valid TOML: {exc}")
         return ctx
-    problems = _shape_problems(doc)
-    if not problems:  # load_manifest assumes these shapes
-        try:
-            load_manifest(dataset)
-        except InputError as exc:
-            problems += exc.problems
+    problems: list[str] = []
+    try:
+        load_manifest(dataset)
+    except InputError as exc:
+        problems += exc.problems
     instruments = {k: v for k, v in _section(doc, "instruments").items() if isinstance(v, dict)}
     assets = {k: v for k, v in _section(doc, "assets").items() if isinstance(v, dict)}
     ctx.symbols, ctx.assets = set(instruments), set(assets)
@@ -192,19 +191,6 @@ def _check_manifest(dataset: Path, report: Report, *, clearing: bool, premium: b
 def _section(doc: dict, name: str) -> dict:
     value = doc.get(name, {})
     return value if isinstance(value, dict) else {}
-
-
-def _shape_problems(doc: dict) -> list[str]:
-    """Top-level sections and their entries that are not TOML tables."""
-    problems = []
-    for name in ("dataset", "assets", "instruments", "rules"):
-        value = doc.get(name, {})
-        if not isinstance(value, dict):
-            problems.append(f"{name}: expected a table ([{name}]), got {value!r}")
-        elif name in ("assets", "instruments"):
-            problems += [f"{name}.{key}: expected a table ([{name}.{key}]), got {entry!r}"
-                         for key, entry in sorted(value.items()) if not isinstance(entry, dict)]
-    return problems
 
 
 def _shape_of_rules(rules: dict, symbols: list[str], settle: list[str] | None) -> list[str]:

@@ -237,7 +237,7 @@ def _missing_tiers(ds: Path) -> list[Expect]:
 
 def _rule_shape(ds: Path) -> list[Expect]:
     line = manifest_replace(ds, "fee_tiers = [[10_000, 40_000], [-5_000, 30_000]]", "fee_tiers = 5")
-    return [("dataset.toml:", f"line {line}:", "rules.fee_tiers:", "wrong shape")]
+    return [("dataset.toml:", f"line {line}:", "rules.fee_tiers:", "expected an array")]
 
 
 def _instrument_shape(ds: Path) -> list[Expect]:

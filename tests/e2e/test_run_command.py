@@ -245,3 +245,22 @@ def test_the_report_is_one_self_contained_page_with_every_plot(dataset, run, tmp
     (copy / "report.html").unlink()
     assert main(["report", str(copy), "--dataset", str(dataset)]) == 0
     assert (copy / "report.html").read_bytes() == (run / "report.html").read_bytes()
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("fee_tiers = [[10_000, 40_000], [-5_000, 30_000]]", "fee_tiers = 5",
+     "rules.fee_tiers: expected an array of [maker, taker] rows, got 5"),
+    ("max_leverage.BTCUSDT = 50", "max_leverage.BTCUSDT = 50\nmargin_tiers.ETHUSDT = 7",
+     "rules.margin_tiers.ETHUSDT: not an instrument of [instruments] (BTCUSDT)"),
+    ("[instruments.BTCUSDT]", "[instruments]\nBTCUSDT = 5\n[instruments.ETHUSDT]",
+     "instruments.BTCUSDT: expected a table [instruments.BTCUSDT], got 5"),
+])
+def test_a_manifest_of_the_wrong_shape_exits_2_naming_the_key(dataset, tmp_path, capsys, old, new, message):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    text = (copy / "dataset.toml").read_text()
+    assert old in text
+    (copy / "dataset.toml").write_text(text.replace(old, new, 1))
+    assert main(["run", str(copy), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.toml" in err and message in err, err
