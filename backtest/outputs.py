@@ -7,7 +7,6 @@ fill, the taker's `filled`, the maker's `filled`) are consecutive.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from itertools import accumulate, compress
 from pathlib import Path
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from datasets.folders import file_sha256
 from matching import Matcher
 from matching.types import BUY, EVENT_NAMES, FILL, FILLED, SELL, SIDE_NAMES
 
@@ -221,14 +221,6 @@ def write_book_final(matcher: Matcher, path: Path) -> int:
                     col.append(v)
     pq.write_table(pa.table(cols, schema=BOOK_SCHEMA), path, compression="zstd")
     return len(cols[0])
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_summary(folder: Path, summary: dict) -> None:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.match import _event_counts, gc_paused
-from backtest.outputs import MatchOutputWriter, file_sha256, write_book_final, write_summary
+from backtest.outputs import MatchOutputWriter, write_book_final, write_summary
 from backtest.report import write_report
 from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, LiquidationRules, Replay
 from clearing.funding import premium_index_rate, rate_at_scale
@@ -25,7 +25,7 @@ from clearing.liquidation import display_price
 from clearing.money import SCALE, div_ceil, div_floor
 from clearing.ledger import EXCHANGE_ACCOUNTS
 from clearing.settlement import FUND, Clearing, SymbolSpec
-from datasets.folders import staged_folder
+from datasets.folders import file_sha256, staged_folder
 from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file

@@ -32,7 +32,6 @@ Choices, documented in docs/import-binance.md:
 from __future__ import annotations
 
 import argparse
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import (ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation)
@@ -385,14 +384,6 @@ def grids(symbols: Sequence[str], options: argparse.Namespace) -> dict[str, Grid
     if problems:
         raise InputError("command line", problems)
     return out
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _quote(text: str) -> str:

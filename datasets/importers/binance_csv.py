@@ -63,9 +63,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from datasets.folders import staged_folder
+from datasets.folders import file_sha256
 from datasets.importers.binance import (PRICE_SCALE_1E8, PROGRESS_EVERY, SCHEMAS, Fault, Faults, Grid,
                                         MarkRounding, TableWriter, grids, parse_decimal, rate_scaled,
-                                        sha256, write_manifest)
+                                        write_manifest)
 from matching.errors import InputError
 
 NS_PER_MS = 1_000_000
@@ -772,7 +773,7 @@ def import_archive(src: Path, out: Path, options: argparse.Namespace,
         lines += arch.notes
         if ignored:
             lines.append(f"ignored files: {', '.join(ignored)}")
-        digest = ", ".join(f"{s.path.name} sha256 {sha256(s.path)[:16]}" for s in sources)
+        digest = ", ".join(f"{s.path.name} sha256 {file_sha256(s.path)[:16]}" for s in sources)
         write_manifest(
             folder, name=f"binance-archive-{src.name}",
             start_ns=arch.first_ts, end_ns=None if arch.last_ts is None else arch.last_ts + 1,

@@ -36,8 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from datasets.folders import staged_folder
+from datasets.folders import file_sha256
 from datasets.importers.binance import (PROGRESS_EVERY, Fault, Faults, Grid, MarkRounding, TableWriter,
-                                        grids, rate_scaled, sha256, write_manifest)
+                                        grids, rate_scaled, write_manifest)
 
 MAX_BUFFERED = 10_000  # depth diffs held while waiting for the snapshot
 RECENT_BEST = 4_096  # best bid/ask of the last applied diffs, for the bookTicker check
@@ -427,7 +428,7 @@ def import_recording(src: Path, out: Path, options: argparse.Namespace,
         write_manifest(
             folder, name=f"binance-{symbol.lower()}-{src.name.split('.')[0]}",
             start_ns=rec.first_ts, end_ns=None if rec.last_ts is None else rec.last_ts + 1,
-            provenance=f"backtest import binance {src.name} (sha256 {sha256(src)})",
+            provenance=f"backtest import binance {src.name} (sha256 {file_sha256(src)})",
             grid_of={symbol: grid}, options=options,
             extra={"kind": "binance websocket recording", "source": src.name,
                    "ts": "local receive time" if rec.local_time else "venue event time E",

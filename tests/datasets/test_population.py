@@ -18,34 +18,13 @@ from backtest.cli import main
 from datasets import population
 from datasets.manifest import load_manifest
 from datasets.tables import ACCOUNTS, POSITIONS, check_table
+from datasets.generate import MANIFEST
 from matching.errors import InputError
 
 START_NS = 1_722_470_400_000_000_000  # 2024-08-01T00:00:00Z
 MINUTE_NS = 60 * 1_000_000_000
 K = 10_000  # BTCUSDT minor units per tick x lot (0.1 x 0.001 / 1e-8)
 
-MANIFEST = """\
-[dataset]
-name = "hand-made"
-start_ns = {start}
-end_ns = {end}
-provenance = "tests/datasets/test_population.py"
-
-[assets.USDT]
-minor_unit = "0.00000001"
-stable = true
-
-[instruments.BTCUSDT]
-kind = "linear_perpetual"
-base = "BTC"
-settle = "USDT"
-tick_size = "0.1"
-lot_size = "0.001"
-min_qty = 1
-
-[rules]
-stp = "cancel_taker"
-"""
 TIERS = """\
 margin_tiers.BTCUSDT = [[0, 400_000, 0, 125], [5_000_000_000_000, 500_000, 5_000_000_000, 100],
   [25_000_000_000_000, 1_000_000, 130_000_000_000, 50], [100_000_000_000_000, 2_500_000, 1_630_000_000_000, 20]]
@@ -59,7 +38,8 @@ METRICS_ROWS = [  # create_time, sum_open_interest, count_tt, sum_tt, count_ls
 
 def _dataset(folder: Path, *, tiers: bool = False, marks: list[tuple[int, int]] | None = None) -> Path:
     folder.mkdir(parents=True)
-    (folder / "dataset.toml").write_text(MANIFEST.format(start=START_NS, end=START_NS + 60 * MINUTE_NS)
+    (folder / "dataset.toml").write_text(MANIFEST.format(name="hand-made", start_ns=START_NS, end_ns=START_NS + 60 * MINUTE_NS,
+                    provenance="tests/datasets/test_population.py")
                                          + (TIERS if tiers else ""))
     rows = marks if marks is not None else [(START_NS + 1_000, 650_002), (START_NS + 30 * MINUTE_NS, 640_000)]
     pl.DataFrame([(ts, "BTCUSDT", m, m) for ts, m in rows], orient="row",
