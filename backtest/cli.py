@@ -339,7 +339,7 @@ def _cmd_generate(cfg: Config, err: Console) -> int:
 
 
 def _cmd_diff(ns: argparse.Namespace) -> int:
-    from backtest.diff import write_diff
+    from backtest.diff import fund_text, write_diff
 
     out = ns.out or ns.run_b.parent / "diff.html"
     diff = write_diff(ns.run_a, ns.run_b, out, force=ns.force)
@@ -358,8 +358,7 @@ def _cmd_diff(ns: argparse.Namespace) -> int:
         part = diff[key]
         print(f"accounts {what}: {part['both']:,} in both, {len(part['only_a']):,} only in A, "
               f"{len(part['only_b']):,} only in B")
-    fund = diff["fund"]
-    print(f"insurance fund: largest gap B - A {fund['gap']:+,} minor units at ts {fund['at_ts']}")
+    print(f"insurance fund: {fund_text(diff['fund'])}")
     changed = [t["table"] for t in diff["tables"] if not t["same"]]
     print(f"tables that differ: {', '.join(changed) or 'none'}")
     print(f"rules that differ: {', '.join(r['key'] for r in diff['rules']) or 'none'}")

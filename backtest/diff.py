@@ -46,6 +46,9 @@ HEADLINE = (  # (label, path into summary.json)
 )
 
 
+RUN_TABLES = ("insurance_fund", "liquidations", "adl")
+
+
 def _load_run(run: Path) -> dict:
     path = run / "summary.json"
     if not path.is_file():
@@ -54,6 +57,11 @@ def _load_run(run: Path) -> dict:
     if summary.get("command") != "run":
         raise InputError(str(path), [f"command: {summary.get('command')!r}; backtest diff compares "
                                      "folders of `backtest run`"])
+    missing = [f"{t}.parquet" for t in RUN_TABLES if not (run / f"{t}.parquet").is_file()]
+    missing += [f"summary.json: {k}" for k in ("liquidation", "dataset_sha256") if k not in summary]
+    if missing:
+        raise InputError(str(run), [f"a run folder of an older version (no {', '.join(missing)}): "
+                                    "replay it again with this version to diff it"])
     return summary
 
 
@@ -95,23 +103,26 @@ def _fund_path(run: Path, asset: str, opening: int) -> pl.DataFrame:
 
 
 def fund_gap(a: pl.DataFrame, b: pl.DataFrame, opening_a: int, opening_b: int) -> dict:
-    """Both fund paths on the union of their change times: the largest |B - A| and when."""
+    """Both fund paths on the union of their change times, each starting from its opening
+    balance: the largest |B - A| and when (at_ts None: at the openings, before any change)."""
+    times = pl.concat([a.select("ts"), b.select("ts")])
+    before = (times["ts"].min() - 1) if times.height else 0  # the openings, before any change
+    a = pl.concat([pl.DataFrame({"ts": [before], "balance": [opening_a]}), a.select("ts", "balance")])
+    b = pl.concat([pl.DataFrame({"ts": [before], "balance": [opening_b]}), b.select("ts", "balance")])
     grid = pl.concat([a.select("ts"), b.select("ts")]).unique().sort("ts")
     joined = (grid.join(a.rename({"balance": "a"}), on="ts", how="left")
               .join(b.rename({"balance": "b"}), on="ts", how="left")
-              .with_columns(pl.col("a").forward_fill().fill_null(opening_a),
-                            pl.col("b").forward_fill().fill_null(opening_b))
+              .with_columns(pl.col("a").forward_fill(), pl.col("b").forward_fill())
               .with_columns((pl.col("b") - pl.col("a")).alias("gap")))
-    if not joined.height:
-        return {"max_abs_gap": abs(opening_b - opening_a), "at_ts": None, "gap": opening_b - opening_a}
     row = joined.with_columns(pl.col("gap").abs().alias("abs")).sort("abs", "ts", descending=[True, False]).head(1)
-    return {"max_abs_gap": int(row["abs"][0]), "at_ts": int(row["ts"][0]), "gap": int(row["gap"][0])}
+    at = int(row["ts"][0])
+    return {"max_abs_gap": int(row["abs"][0]), "at_ts": None if at == before else at, "gap": int(row["gap"][0])}
 
 
 def compare(run_a: Path, run_b: Path, *, force: bool = False) -> dict:
     """The diff of two run folders as one JSON-ready dict (sorted, deterministic)."""
     sa, sb = _load_run(run_a), _load_run(run_b)
-    same_data = sa.get("dataset_sha256") == sb.get("dataset_sha256") and sa.get("dataset_sha256") is not None
+    same_data = sa["dataset_sha256"] == sb["dataset_sha256"]
     if not same_data and not force:
         raise InputError(str(run_b), [
             f"runs of different datasets: {run_a} replayed {sa.get('dataset')!r} "
@@ -129,10 +140,18 @@ def compare(run_a: Path, run_b: Path, *, force: bool = False) -> dict:
 
     liq_a, liq_b = _accounts(run_a, "liquidations", "account"), _accounts(run_b, "liquidations", "account")
     adl_a, adl_b = _accounts(run_a, "adl", "account"), _accounts(run_b, "adl", "account")
-    la, lb = sa.get("liquidation", {}), sb.get("liquidation", {})
-    asset = la.get("fund_asset") or lb.get("fund_asset") or "USDT"
-    opening_a, opening_b = la.get("fund_opening", 0), lb.get("fund_opening", 0)
-    gap = fund_gap(_fund_path(run_a, asset, opening_a), _fund_path(run_b, asset, opening_b), opening_a, opening_b)
+    la, lb = sa["liquidation"], sb["liquidation"]
+    asset = la["fund_asset"]
+    opening_a, opening_b = la["fund_opening"], lb["fund_opening"]
+    if lb["fund_asset"] != asset:  # amounts in two assets: no difference to take
+        gap = {"max_abs_gap": None, "at_ts": None, "gap": None,
+               "note": f"the funds hold different assets: A {asset}, B {lb['fund_asset']}"}
+        for f in figures:
+            if f["figure"].startswith("fund "):
+                f["delta"] = None
+    else:
+        gap = fund_gap(_fund_path(run_a, asset, opening_a), _fund_path(run_b, asset, opening_b),
+                       opening_a, opening_b)
 
     tables = []
     ta, tb = sa.get("tables", {}), sb.get("tables", {})
@@ -164,6 +183,14 @@ def _fmt(value, figure: str = "") -> str:
     if isinstance(value, int) and not isinstance(value, bool) and not figure.endswith(" ts"):
         return f"{value:,}"
     return html.escape(str(value))
+
+
+def fund_text(fund: dict) -> str:
+    """The fund gap in words (the page and the command line)."""
+    if fund["gap"] is None:
+        return fund["note"]
+    when = "at the opening balances" if fund["at_ts"] is None else f"at ts {fund['at_ts']}"
+    return f"largest gap B - A: {fund['gap']:+,} {fund['asset']} minor units, {when}"
 
 
 def _signed(delta: int | None) -> str:
@@ -198,16 +225,16 @@ def build_diff_html(diff: dict, run_a: Path, run_b: Path) -> str:
     def x(ts: pl.Series) -> list[float]:
         return [(t - start) / unit for t in ts.to_list()]
 
-    def fund_series(frame: pl.DataFrame, opening: int) -> tuple[list[float], list[float]]:
-        own = frame.filter(pl.col("asset") == asset)
+    def fund_series(frame: pl.DataFrame, figures: dict) -> tuple[list[float], list[float]]:
+        own = frame.filter(pl.col("asset") == figures["fund_asset"])
         xs = [0.0] + x(own["ts"]) + [axis[1]]
-        ys = [opening / 1e8] + [v / 1e8 for v in own["balance"]]
+        ys = [figures["fund_opening"] / 1e8] + [v / 1e8 for v in own["balance"]]
         return xs, ys + [ys[-1]]
 
     plots = []
-    fa = fund_series(fund_a, sa["liquidation"]["fund_opening"])
-    fb = fund_series(fund_b, sb["liquidation"]["fund_opening"])
-    plots.append(line_plot("fund", f"Insurance fund balance ({asset}, whole units)", fa[0], fa[1],
+    fa, fb = fund_series(fund_a, sa["liquidation"]), fund_series(fund_b, sb["liquidation"])
+    assets = asset if sb["liquidation"]["fund_asset"] == asset else f"A {asset}, B {sb['liquidation']['fund_asset']}"
+    plots.append(line_plot("fund", f"Insurance fund balance ({assets}, whole units)", fa[0], fa[1],
                            y_fmt=",.2f", x_label=x_label, x_range=axis, label=label_a,
                            more=[(label_b, fb[0], fb[1], COLORS["line2"])]))
     bucket = NS_PER_MIN if span >= 30 * NS_PER_MIN else max(1, -(-span // (30 * NS_PER_S))) * NS_PER_S
@@ -238,10 +265,12 @@ def build_diff_html(diff: dict, run_a: Path, run_b: Path) -> str:
                            x_label=x_label, x_range=axis, label=label_a,
                            more=[(label_b, cb[0], cb[1], COLORS["line2"])]))
     if depth_a is not None and depth_b is not None and depth_a.height and depth_b.height:
-        plots.append(line_plot("depth", "Bid lots within 1% of the mark", x(depth_a["ts"]),
-                               [float(v) for v in depth_a["bid_qty"]], x_label=x_label, x_range=axis,
-                               label=label_a, more=[(label_b, x(depth_b["ts"]),
-                                                     [float(v) for v in depth_b["bid_qty"]], COLORS["line2"])]))
+        symbol = min(depth_a["symbol"].unique().to_list())  # one symbol: the first by name
+        da, db = (d.filter(pl.col("symbol") == symbol) for d in (depth_a, depth_b))
+        plots.append(line_plot("depth", f"{symbol} bid lots within 1% of the mark", x(da["ts"]),
+                               [float(v) for v in da["bid_qty"]], x_label=x_label, x_range=axis,
+                               label=label_a, more=[(label_b, x(db["ts"]),
+                                                     [float(v) for v in db["bid_qty"]], COLORS["line2"])]))
 
     head = "".join(
         f"<tr><th>{html.escape(f['figure'])}</th><td>{_fmt(f['a'], f['figure'])}</td><td>{_fmt(f['b'], f['figure'])}</td>"
@@ -265,8 +294,7 @@ def build_diff_html(diff: dict, run_a: Path, run_b: Path) -> str:
         f"{_names(liq['only_a'])}; only in B ({len(liq['only_b']):,}): {_names(liq['only_b'])}</p>"
         f"<h2>ADL victims</h2><p>in both: {adl['both']:,}; only in A ({len(adl['only_a']):,}): "
         f"{_names(adl['only_a'])}; only in B ({len(adl['only_b']):,}): {_names(adl['only_b'])}</p>"
-        f"<h2>Insurance fund</h2><p>largest gap B - A: {fund['gap']:+,} {html.escape(asset)} minor units "
-        f"at ts {_fmt(fund['at_ts'])}</p>"
+        f"<h2>Insurance fund</h2><p>{html.escape(fund_text(fund))}</p>"
         + "".join(plots)
         + f"<h2>Tables</h2><table><tr><th></th><th>rows A</th><th>rows B</th><th></th></tr>{tables}</table>")
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>backtest diff</title>"

@@ -255,6 +255,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
             "margin_calls": writer.rows["margin_calls"],
             "margin_checks": replay.margin_checks,
             "funding_skipped_no_mark": replay.funding_skipped,
+            "funding_withheld": dict(sorted(clearing.funding_withheld.items())),
             "fees_collected": {asset: bal for (acct, asset), bal in sorted(clearing.ledger.balances.items())
                                if acct == "fees"},
             "conservation": conservation(clearing, openings, opening_positions, replay),

@@ -71,6 +71,8 @@ class Clearing:
     # open ones per symbol, also in takeover order.
     parcels: list[Parcel] = field(default_factory=list)
     live_parcels: dict[str, list[Parcel]] = field(default_factory=dict)
+    # Per asset: funding the fund could not pay above its floor, withheld from receivers.
+    funding_withheld: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for symbol in self.symbols:
@@ -159,8 +161,9 @@ class Clearing:
         fund never pays below it (CLEARING.md section 5.4: the floor binds every payment
         but a collateral takeover): its receipts count first, then its parcels pay in id
         order while the balance stays at or above the floor (or at the balance, if already
-        below). What it cannot pay, D, is withheld from the users who receive, pro rata to
-        their receipts: each one's cut is ceil(D x receipt / sum of receipts) (credits
+        below). What it cannot pay, D, is withheld from the holders who receive (users;
+        `market` too in a market-data replay), pro rata to their receipts (and added to
+        `funding_withheld`): each one's cut is ceil(D x receipt / sum of receipts) (credits
         round down), at most the receipt; the excess of the cuts over D goes to `rounding`
         with the residue, which stays >= 0. Money in equals money out, exactly.
 
@@ -214,6 +217,7 @@ class Clearing:
                 amounts[j] = -pays
         if unpaid == 0:
             return
+        self.funding_withheld[asset] = self.funding_withheld.get(asset, 0) + unpaid
         receivers = [j for j, ((_, index, _), a) in enumerate(zip(payers, amounts)) if index < 0 and a > 0]
         total = sum(amounts[j] for j in receivers)
         # The users are owed at least the unpaid amount but for the rounding of the rows;

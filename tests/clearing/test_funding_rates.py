@@ -89,6 +89,7 @@ def test_the_fund_pays_funding_on_its_parcels_only_down_to_its_floor(fund, paid_
     assert c.ledger.balance("S1", "USDT") - 10**6 == s1
     assert c.ledger.balance("S2", "USDT") - 10**6 == s2
     assert c.ledger.balance("rounding", "USDT") == rounding
+    assert c.funding_withheld.get("USDT", 0) == 100 - paid_by_fund
     assert c.conservation_gap("USDT") == 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -93,3 +94,33 @@ def test_the_fund_gap_compares_both_paths_at_every_change_of_either():
     # Grid 10, 20, 30: A 90, 90, 50; B 100 (opening), 120, 120: gaps 10, 30, 70.
     assert fund_gap(a, b, 100, 100) == {"max_abs_gap": 70, "at_ts": 30, "gap": 70}
     assert fund_gap(a.clear(), b.clear(), 100, 130) == {"max_abs_gap": 30, "at_ts": None, "gap": 30}
+    # Paths that end level still differ by their openings until the first change.
+    level = pl.DataFrame({"ts": [10], "balance": [150]})
+    assert fund_gap(level, level, 100, 1_000) == {"max_abs_gap": 900, "at_ts": None, "gap": 900}
+
+
+def test_a_run_of_an_older_version_is_named_not_diffed(default_run, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(default_run, old)
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["dataset_sha256"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    (old / "adl.parquet").unlink()
+    assert main(["diff", str(default_run), str(old), "--out", str(tmp_path / "d.html")]) == 2
+    err = capsys.readouterr().err
+    assert "an older version" in err and "adl.parquet" in err and "dataset_sha256" in err
+
+
+def test_funds_in_different_assets_get_no_gap_and_no_fund_deltas(default_run, tmp_path, capsys):
+    other = tmp_path / "usdc"
+    shutil.copytree(default_run, other)
+    summary = json.loads((other / "summary.json").read_text())
+    summary["liquidation"]["fund_asset"] = "USDC"
+    (other / "summary.json").write_text(json.dumps(summary))
+    fund = pl.read_parquet(other / "insurance_fund.parquet").with_columns(pl.lit("USDC").alias("asset"))
+    fund.write_parquet(other / "insurance_fund.parquet")
+    diff = _diff(capsys, str(default_run), str(other), "--out", str(tmp_path / "d.html"))
+    assert diff["fund"]["gap"] is None and "different assets" in diff["fund"]["note"]
+    figures = {f["figure"]: f for f in diff["figures"]}
+    assert figures["fund close"]["delta"] is None and figures["fund low"]["delta"] is None
+    assert "A USDT, B USDC" in (tmp_path / "d.html").read_text()
