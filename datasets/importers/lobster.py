@@ -26,35 +26,40 @@ What the dataset folder holds (docs/import-lobster.md has the details):
 Keeping the reconstruction in step with the recording. A level-L message file only carries
 events inside the top L levels, and orders resting before the file starts are absent, so
 the importer drives our own matcher (matching.Matcher) as it writes the instructions and
-emits synthetic instructions, each flagged with its reason:
-- `seed`: the book before the first message (orderbook row 1 with message 1 undone) as
-  anonymous orders, before message 1;
-- `missing`: liquidity the recorded top L shows after a message that we lack, added as one
-  anonymous order per level;
+emits synthetic instructions, each flagged with its reason (datasets/importers/
+lobster_book.py does this):
+- `seed`: the book before the first message (orderbook row 1 with message 1 undone),
+  before message 1;
+- `missing`: liquidity the recorded top L shows after a message that we lack, one order
+  per level;
 - `excess` / `absent`: liquidity we hold within the recorded top L beyond the recorded size
   (at a recorded price) or at a price the recording does not show, cancelled or reduced;
 - `deep`: what we hold just beyond a full window, set from the next recorded row (one
   message changes one order inside the window, so a level the next row shows beyond this
   row's worst was already there); a next row with a side not full means nothing beyond;
-- before a message that names an order, corrections that leave every level's total as it
-  is: `unseen` (an order never submitted in the file and not on our book takes the place
-  of liquidity at its price that no later message names, with its own id: first pass
-  lookahead), `resize` (a delete removes the order's whole open qty and an execution needs
-  at least its size, so its qty is set to that, the difference given to or taken from
-  liquidity no later message names), `requeue` (orders ahead of an executed order at its
-  price that a later message names go behind it: an amend to qty + 1 sends an order to
+- at the end of row i-1's alignment, corrections for message i that leave every level's
+  total as it is (so the book still equals row i-1): `unseen` (an order never submitted in
+  the file and not on our book takes the place of liquidity at its price that no later
+  message names), `resize` (a delete removes the order's whole open qty and an execution
+  needs at least its size, so its qty is set to that, the difference given to or taken
+  from liquidity no later message names), `requeue` (orders ahead of an executed order at
+  its price that a later message names go behind it: an amend to qty + 1 sends an order to
   the back, a second amend restores its qty) and `stale_ahead` (those no later message
-  names are cancelled).
+  names are cancelled; a `missing` order behind the executed one holds their total, which
+  the recording still shows).
+`seed` and `missing` liquidity takes the ids of orders never submitted in the file that a
+message within 100 rows names first at that price and side (first-pass lookahead), sized
+to what the messages take from them, so most such orders need no `unseen` later.
 Liquidity to reduce is taken from orders no later message names first (oldest first), then
-the others (newest first). Synthetic instructions carry the ts and `source_row` of the
-message row they align to; the corrections before a message come before its instruction,
-the alignment after it.
+orders never submitted and not yet named (the one named last first), then the others
+(newest first). Synthetic instructions carry the ts and `source_row` of the row whose book
+they end on: after row i's own instructions, never before them (but on row 1).
 
-One-step accuracy (reported per level): for row i, the book aligned to row i-1 plus message
-i's own instruction (after its level-neutral corrections, with the quantity of its
-`stale_ahead` cancels counted back at its price, as the message alone would leave it)
-equals the recorded row i. The summary also counts the rows that needed no synthetic
-instruction at all.
+One-step accuracy, strict (reported per side and level): the book after every instruction
+of rows < i (it equals row i-1) plus only message i's own instructions, compared with the
+recorded row i; a row with a synthetic instruction before its message would count as a
+miss on every level (none has). The summary also counts the rows whose alignment ends with
+corrections for the next message, and the rows that needed no synthetic instruction.
 
 Time: `ts` = the file name's date as UTC-naive midnight in epoch ns + the seconds converted
 exactly (Decimal) to ns. Ids the importer makes (takers, synthetic orders) count up from
@@ -64,8 +69,8 @@ header) and the column; all faults of a file are listed, up to MAX_FAULTS.
 
 Memory: both files stream row by row; a first pass over the message file keeps, per order
 id that messages name, its last naming row, and, per id never submitted in the file, the
-size the messages take from it: bounded by the number of orders, not
-by the rows of the book file.
+size the messages take from it and where and when they first name it: bounded by the
+number of orders, not by the rows of the book file.
 """
 
 from __future__ import annotations
@@ -87,10 +92,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datasets.folders import staged_folder
+from datasets.importers.lobster_book import REASONS, SYNTHETIC_ID_BASE, Reconstruction, undo_first
 from datasets.orders import BATCH_ROWS, MAX_FAULTS, ORDERS_SCHEMA
 from matching import Matcher, SymbolRules
-from matching.errors import BacktestError, InputError
-from matching.types import BUY, FILL, GTC, IOC, LIMIT, SELL, STP_NONE
+from matching.errors import InputError
+from matching.types import BUY, IOC, LIMIT, SELL, STP_NONE
 
 HELP = "LOBSTER message + orderbook CSV files (a zip or a folder)"
 DESCRIPTION = """\
@@ -107,13 +113,10 @@ EPILOG = "backtest import lobster LOBSTER_SampleFile_GOOG_2012-06-21_10.zip data
 
 LOBSTER_PRICE_UNIT = Decimal("0.0001")  # USD per LOBSTER price unit
 EMPTY_ASK, EMPTY_BID = 9_999_999_999, -9_999_999_999
-SYNTHETIC_ID_BASE = 1_000_000_000_000  # ids the importer makes count up from here
 MESSAGE_COLUMNS = ("time", "type", "order_id", "size", "price", "direction")
 MESSAGE_TYPES = (1, 2, 3, 4, 5, 7)
 NS = 10**9
 DAY_NS = 86_400 * NS
-ACCOUNT_LOBSTER, ACCOUNT_TAKER, ACCOUNT_SYNTHETIC = "lobster", "taker", "synthetic"
-REASONS = ("seed", "unseen", "resize", "requeue", "stale_ahead", "missing", "excess", "absent", "deep")
 NAME = re.compile(r"^(?P<ticker>[A-Za-z0-9.]+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<start>\d+)_(?P<end>\d+)"
                   r"_(?P<kind>message|orderbook)_(?P<levels>\d+)\.csv$")
 
@@ -399,6 +402,9 @@ class Lookahead:
     last_ref: dict[int, int] = field(default_factory=dict)  # order id -> last row naming it (2/3/4)
     # Ids named by 2/3/4 but never submitted (1): id -> the lots those messages take.
     unseen: dict[int, int] = field(default_factory=dict)
+    first_named: dict[int, int] = field(default_factory=dict)  # unseen id -> the first row naming it
+    # (side, price in ticks) -> the unseen ids first named there, in the order of that row.
+    unseen_at: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     hidden_off_grid: int = 0  # hidden executions at a sub-tick price
     first_ts: int = 0
     last_ts: int = 0
@@ -412,6 +418,7 @@ def scan_messages(source: Source, grid: Grid, midnight_ns: int,
     look = Lookahead()
     submitted: set[int] = set()
     named: dict[int, int] = {}
+    first: dict[int, tuple[int, int, int]] = {}  # id -> (row, side, price) of the first naming
     prev_ts = None
     for row, cells in read_rows(source, source.message):
         look.rows = row
@@ -435,6 +442,8 @@ def scan_messages(source: Source, grid: Grid, midnight_ns: int,
             look.last_ref[msg.order_id] = row
             if msg.order_id not in submitted:
                 named[msg.order_id] = named.get(msg.order_id, 0) + msg.size // grid.shares_per_lot
+                if msg.order_id not in first:
+                    first[msg.order_id] = (row, msg.side, msg.price // grid.units_per_tick)
         elif msg.kind == 5 and msg.price % grid.units_per_tick:
             look.hidden_off_grid += 1
     if look.rows == 0:
@@ -442,6 +451,10 @@ def scan_messages(source: Source, grid: Grid, midnight_ns: int,
     faults.raise_if_any()
     # An id named before it is submitted is not an unseen order.
     look.unseen = {oid: lots for oid, lots in named.items() if oid not in submitted}
+    for oid in look.unseen:  # dicts keep insertion order: by first naming row
+        row, side, price = first[oid]
+        look.first_named[oid] = row
+        look.unseen_at.setdefault((side, price), []).append(oid)
     return look
 
 
@@ -547,284 +560,6 @@ class BookOut:
         self.writer.close()
 
 
-# ---------------------------------------------------------------------- the book
-
-def top_levels(matcher: Matcher, symbol: str, side: int, n: int) -> list[tuple[int, int]]:
-    """Our best `n` levels of one side as (price_ticks, qty_lots), best first. O(P log P)
-    in C (a few hundred live levels: faster than a Python heap walk)."""
-    book = matcher.books[symbol]
-    if side == BUY:
-        levels = book.bids
-        return [(p, levels[p].qty) for p in sorted(levels, reverse=True)[:n]]
-    levels = book.asks
-    return [(p, levels[p].qty) for p in sorted(levels)[:n]]
-
-
-def undo_first(asks: list[tuple[int, int]], bids: list[tuple[int, int]], msg: Message, grid: Grid,
-               levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The top levels before message 1: orderbook row 1 with message 1's size change undone."""
-    if msg.kind not in (1, 2, 3, 4):
-        return asks, bids
-    price, qty = msg.price // grid.units_per_tick, msg.size // grid.shares_per_lot
-    book = dict(bids if msg.side == BUY else asks)
-    book[price] = book.get(price, 0) + (-qty if msg.kind == 1 else qty)
-    if book[price] <= 0:
-        del book[price]
-    ordered = sorted(book.items(), reverse=msg.side == BUY)[:levels]
-    return (asks, ordered) if msg.side == BUY else (ordered, bids)
-
-
-class Reconstruction:
-    """Our matcher's book, the instructions that drive it, and the alignment to the
-    recording (module docstring)."""
-
-    def __init__(self, out: OrdersOut, symbol: str, levels: int, look: Lookahead) -> None:
-        self.out = out
-        self.matcher = out.matcher
-        self.book = self.matcher.books[symbol]
-        self.symbol = symbol
-        self.levels = levels
-        self.look = look
-        self.next_id = SYNTHETIC_ID_BASE
-        self.placed: set[int] = set()  # unseen ids placed once (a `new` id is used once)
-        self.consumed: dict[int, int] = {}  # unseen id -> lots messages have named so far
-        self.skipped = 0  # 2/3 messages naming an order not on our book
-        self.executions_own = 0  # visible executions of orders submitted in the file
-        self.executions_hit = 0  # ... whose IOC filled against that same order only
-        self.one_step = [0] * levels  # rows where level j (both sides) matched after message alone
-        self.one_step_best = [0, 0]  # rows where best ask / best bid matched
-        self.one_step_all = 0
-        self.rows = 0
-
-    def make_id(self) -> int:
-        self.next_id += 1
-        return self.next_id
-
-    # ------------------------------------------------------------ messages
-
-    def apply_message(self, msg: Message, grid: Grid) -> dict[int, int]:
-        """Translate and apply one message (with its stale_ahead cancels); return the qty
-        those cancels removed, by price (on the side of the executed order)."""
-        out, orders = self.out, self.matcher.orders
-        price, qty = msg.price // grid.units_per_tick, msg.size // grid.shares_per_lot
-        ts, row = msg.ts, msg.row
-        stale: dict[int, int] = {}
-        if msg.kind == 1:
-            if msg.order_id in orders:
-                self.skipped += 1
-                return stale
-            out.new(ts, ACCOUNT_LOBSTER, msg.order_id, msg.side, GTC, price, qty, row, None)
-        elif msg.kind in (2, 3):
-            self.prepare(msg, price, qty)
-            order = orders.get(msg.order_id)
-            if order is None:
-                self.skipped += 1
-            elif msg.kind == 3 or order.qty <= qty:
-                out.cancel(ts, order.account, msg.order_id, row, None)
-            else:
-                out.amend(ts, order.account, msg.order_id, order.qty - qty, row, None)
-        elif msg.kind == 4:
-            self.prepare(msg, price, qty)
-            order = orders.get(msg.order_id)
-            if order is not None and order.level is not None and order.price == price and order.side == msg.side:
-                ahead = []
-                for oid, other in order.level.orders.items():
-                    if oid == msg.order_id:
-                        break
-                    ahead.append((oid, other.account, other.qty))
-                last_ref = self.look.last_ref
-                for oid, account, q in ahead:
-                    if last_ref.get(oid, 0) > row:
-                        # A later message names it: it is real, only our queue order is
-                        # wrong. Send it behind X (more qty goes to the back), then back
-                        # to its qty (less qty keeps the place).
-                        out.amend(ts, account, oid, q + 1, row, "requeue")
-                        out.amend(ts, account, oid, q, row, "requeue")
-                    else:
-                        stale[price] = stale.get(price, 0) + q
-                        out.cancel(ts, account, oid, row, "stale_ahead")
-            own = msg.order_id in self.look.last_ref and msg.order_id not in self.look.unseen
-            self.matcher.out.clear()
-            out.new(ts, ACCOUNT_TAKER, self.make_id(), SELL if msg.side == BUY else BUY, IOC, price, qty, row, None)
-            if own:
-                self.executions_own += 1
-                fills = [r for r in self.matcher.out if r[0] == FILL]
-                if fills and all(f[7] == msg.order_id for f in fills) and sum(f[4] for f in fills) == qty:
-                    self.executions_hit += 1
-        self.matcher.out.clear()
-        return stale
-
-    def prepare(self, msg: Message, price: int, qty: int) -> None:
-        """Before a message names an order, fix what our book holds for it without
-        changing any level's total (so the one-step view is untouched):
-        - `unseen`: an order never submitted in the file and not on our book takes the
-          place of liquidity at its price that no later message names;
-        - `resize`: the order's open qty is set to what the message says it has (a delete
-          removes all of it, an execution needs at least its size), the difference taken
-          from or given to other liquidity at that price."""
-        oid, row, ts = msg.order_id, msg.row, msg.ts
-        levels = self.book.bids if msg.side == BUY else self.book.asks
-        level = levels.get(price)
-        unseen_lots = self.look.unseen.get(oid)  # what the messages take from it, if unseen
-        left = 0
-        if unseen_lots is not None:
-            left = unseen_lots - self.consumed.get(oid, 0)
-            self.consumed[oid] = self.consumed.get(oid, 0) + qty
-        order = self.matcher.orders.get(oid)
-        if level is None:
-            return
-        if order is None:
-            if unseen_lots is None or oid in self.placed:
-                return
-            want = qty if msg.kind == 3 else max(left, qty)
-            taken = self.reduce(ts, row, level, want, "unseen", dead_only=True)
-            if taken:
-                self.placed.add(oid)
-                self.out.new(ts, ACCOUNT_SYNTHETIC, oid, msg.side, GTC, price, taken, row, "unseen")
-            return
-        if order.price != price or order.side != msg.side:
-            return
-        if order.qty < qty and msg.kind in (3, 4):
-            taken = self.reduce(ts, row, level, qty - order.qty, "resize", keep=oid, dead_only=True)
-            if taken:
-                self.out.amend(ts, order.account, oid, order.qty + taken, row, "resize")
-        elif order.qty > qty and msg.kind == 3:
-            extra = order.qty - qty
-            self.out.amend(ts, order.account, oid, qty, row, "resize")
-            self.out.new(ts, ACCOUNT_SYNTHETIC, self.make_id(), msg.side, GTC, price, extra, row, "resize")
-
-    # ------------------------------------------------------------ alignment
-
-    def score(self, asks: list[tuple[int, int]], bids: list[tuple[int, int]], stale: dict[int, int],
-              stale_side: int) -> bool:
-        """Count the one-step matches of this row (before any alignment); True when all
-        levels matched."""
-        n = self.levels
-        ours = [top_levels(self.matcher, self.symbol, SELL, n + len(stale)),
-                top_levels(self.matcher, self.symbol, BUY, n + len(stale))]
-        if stale:
-            s = 0 if stale_side == SELL else 1
-            merged = dict(ours[s])
-            for p, q in stale.items():
-                merged[p] = merged.get(p, 0) + q
-            ours[s] = sorted(merged.items(), reverse=stale_side == BUY)
-        ours = [ours[0][:n], ours[1][:n]]
-        self.rows += 1
-        recorded = (asks, bids)
-        all_ok = True
-        for j in range(n):
-            ok = True
-            for s in (0, 1):
-                a = ours[s][j] if j < len(ours[s]) else None
-                b = recorded[s][j] if j < len(recorded[s]) else None
-                if a != b:
-                    ok = False
-                    if j == 0:
-                        continue
-                elif j == 0:
-                    self.one_step_best[s] += 1
-            if ok:
-                self.one_step[j] += 1
-            else:
-                all_ok = False
-        if all_ok:
-            self.one_step_all += 1
-        return all_ok
-
-    def align(self, ts: int, row: int, asks: list[tuple[int, int]], bids: list[tuple[int, int]],
-              *, reason_add: str = "missing",
-              upcoming: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None) -> None:
-        """Emit the synthetic instructions that make our top L equal the recorded row."""
-        adds = []
-        for side, recorded, levels in ((SELL, asks, self.book.asks), (BUY, bids, self.book.bids)):
-            want = dict(recorded)
-            in_window = sorted(levels, reverse=side == BUY)
-            if len(recorded) == self.levels:  # a full window: what lies beyond is unknown here
-                worst, sign = recorded[-1][0], (1 if side == SELL else -1)
-                end = 0
-                while end < len(in_window) and (in_window[end] - worst) * sign <= 0:
-                    end += 1
-                del in_window[end:]
-            for p in in_window:
-                have = levels[p].qty
-                target = want.get(p, 0)
-                if have > target:
-                    self.reduce(ts, row, levels[p], have - target, "excess" if target else "absent")
-            for p, q in recorded:
-                level = levels.get(p)
-                have = level.qty if level is not None else 0
-                if have < q:
-                    adds.append((side, p, q - have))
-        for side, p, q in adds:
-            self.add(ts, row, side, p, q, reason_add)
-        if upcoming is not None:
-            self.align_deep(ts, row, asks, bids, upcoming)
-
-    def align_deep(self, ts: int, row: int, asks: list[tuple[int, int]], bids: list[tuple[int, int]],
-                   upcoming: tuple[list[tuple[int, int]], list[tuple[int, int]]]) -> None:
-        """Set what we hold just beyond a full window from the next recorded row: a level
-        that row shows beyond this row's worst level is book that was already there (one
-        message changes one order, inside the window), so hold it now, where it cannot
-        show; if the next row's side is not full, the book held nothing beyond."""
-        for side, recorded, following, levels in ((SELL, asks, upcoming[0], self.book.asks),
-                                                  (BUY, bids, upcoming[1], self.book.bids)):
-            if len(recorded) < self.levels:
-                continue
-            worst = recorded[-1][0]
-            sign = 1 if side == SELL else -1
-            beyond = [(p, q) for p, q in following if (p - worst) * sign > 0]
-            if len(following) == self.levels and not beyond:
-                continue
-            want = dict(beyond)
-            limit = beyond[-1][0] if beyond else None
-            ours = sorted((p for p in levels if (p - worst) * sign > 0
-                           and (limit is None or (p - limit) * sign <= 0)), key=lambda p: p * sign)
-            for p in ours:
-                have, target = levels[p].qty, want.get(p, 0)
-                if have > target:
-                    self.reduce(ts, row, levels[p], have - target, "deep")
-            for p, q in beyond:
-                level = levels.get(p)
-                have = level.qty if level is not None else 0
-                if have < q:
-                    self.add(ts, row, side, p, q - have, "deep")
-
-    def reduce(self, ts: int, row: int, level, qty: int, reason: str, *, keep: int | None = None,
-               dead_only: bool = False) -> int:
-        """Take up to `qty` lots off one of our levels: orders no later message names first
-        (oldest first), then (unless `dead_only`) the others (newest first); never order
-        `keep`. Returns the lots taken."""
-        last_ref = self.look.last_ref
-        orders = [o for o in level.orders.values() if o.order_id != keep]
-        victims = [o for o in orders if last_ref.get(o.order_id, 0) <= row]
-        if not dead_only:
-            victims += [o for o in reversed(orders) if last_ref.get(o.order_id, 0) > row]
-        wanted = qty
-        for order in victims:
-            if qty <= 0:
-                break
-            if order.qty <= qty:
-                qty -= order.qty
-                self.out.cancel(ts, order.account, order.order_id, row, reason)
-            else:
-                self.out.amend(ts, order.account, order.order_id, order.qty - qty, row, reason)
-                qty = 0
-        return wanted - qty
-
-    def add(self, ts: int, row: int, side: int, price: int, qty: int, reason: str) -> None:
-        """Add `qty` lots at `price` as one anonymous synthetic order (an unseen order that
-        a later message names takes its place then: `prepare`)."""
-        self.out.new(ts, ACCOUNT_SYNTHETIC, self.make_id(), side, GTC, price, qty, row, reason)
-
-    def check(self, row: int, asks: list[tuple[int, int]], bids: list[tuple[int, int]]) -> None:
-        """Raise unless our top L equals the recorded row (a bug in `align` otherwise)."""
-        n = self.levels
-        ours = (top_levels(self.matcher, self.symbol, SELL, n), top_levels(self.matcher, self.symbol, BUY, n))
-        if ours != (asks, bids):
-            raise BacktestError(f"lobster alignment failed (a bug): row={row}, ours={ours}, "
-                                f"recorded={(asks, bids)}")
-
-
 # ---------------------------------------------------------------------- run
 
 MANIFEST = """\
@@ -858,8 +593,12 @@ synthetic = {{ {synthetic} }}
 one_step_best_ask = "{best_ask}"
 one_step_best_bid = "{best_bid}"
 one_step_all_levels = "{all_levels}"
+one_step_ask_levels = [{ask_levels}]
+one_step_bid_levels = [{bid_levels}]
+one_step_levels = [{both_levels}]
+rows_corrected_before_message = {corrected}
+rows_prepared_for_next_message = {prepared}
 executions_hit_own_order = "{hit}"
-one_step_all_levels_uncorrected = "{uncorrected}"
 rows_without_synthetic = "{unaided}"
 """
 
@@ -922,21 +661,28 @@ def run(src: Path, out: Path, options: argparse.Namespace,
         steps = _steps(source, grid, midnight_ns, levels, total, book_faults)
         current = next(steps, None)
         unaided = 0  # rows that needed no synthetic instruction at all
-        uncorrected = 0  # rows whose one-step view matched with no correction before the message
+        prepared = 0  # rows after which the next message needed a level-neutral correction
+        first = True
         while current is not None:
             msg, asks, bids = current
             upcoming = next(steps, None)
             row = msg.row
-            if row == 1:
+            synthetic_before = row_start = orders.synthetic
+            if first:  # the book before the file: row 0's alignment and message 1's corrections
                 before = undo_first(asks, bids, msg, grid, levels)
                 recon.align(msg.ts, row, *before, reason_add="seed", upcoming=(asks, bids))
-            synthetic_before = orders.synthetic
-            stale = recon.apply_message(msg, grid)
-            if recon.score(asks, bids, stale, msg.side) and orders.synthetic == synthetic_before:
-                uncorrected += 1
+                recon.correct(msg, grid, msg.ts, row)
+                synthetic_before = orders.synthetic
+            recon.apply(msg, grid)
+            recon.score(asks, bids, corrected=not first and orders.synthetic != synthetic_before)
+            first = False
             recon.align(msg.ts, row, asks, bids, upcoming=None if upcoming is None else upcoming[1:])
+            if upcoming is not None:
+                before_correct = orders.synthetic
+                recon.correct(upcoming[0], grid, msg.ts, row)  # level-neutral: still row i
+                prepared += orders.synthetic != before_correct
             recon.check(row, asks, bids)
-            if orders.synthetic == synthetic_before:
+            if orders.synthetic == row_start:
                 unaided += 1
             book_out.add(row, msg.ts, asks, bids)
             if row % 4096 == 0:
@@ -959,12 +705,18 @@ def run(src: Path, out: Path, options: argparse.Namespace,
             symbol=q(symbol), tick_size=q(grid.tick_size), lot_size=q(grid.lot_size),
             message=q(source.message.rsplit("/", 1)[-1]), orderbook=q(source.orderbook.rsplit("/", 1)[-1]),
             levels=levels, messages=counts, synthetic=synthetic,
-            best_ask=_pct(recon.one_step_best[0], rows), best_bid=_pct(recon.one_step_best[1], rows),
+            best_ask=_pct(recon.one_step_side[0][0], rows), best_bid=_pct(recon.one_step_side[1][0], rows),
             all_levels=_pct(recon.one_step_all, rows),
+            ask_levels=", ".join(q(_pct(n, rows)) for n in recon.one_step_side[0]),
+            bid_levels=", ".join(q(_pct(n, rows)) for n in recon.one_step_side[1]),
+            both_levels=", ".join(q(_pct(n, rows)) for n in recon.one_step_level),
+            corrected=recon.corrected_rows, prepared=prepared,
             hit=_pct(recon.executions_hit, recon.executions_own), unaided=_pct(unaided, rows),
-            uncorrected=_pct(uncorrected, rows),
         ), encoding="utf-8")
-    per_level = ", ".join(f"L{j + 1} {_pct(n, rows)}" for j, n in enumerate(recon.one_step))
+
+    def by_level(counts: list[int]) -> str:
+        return " ".join(f"L{j + 1} {_pct(n, rows)}" for j, n in enumerate(counts))
+
     return [
         f"{symbol} {day.isoformat()}, {levels} level(s): {total:,} message rows "
         f"({', '.join(f'type {k}: {look.counts.get(k, 0):,}' for k in MESSAGE_TYPES)})",
@@ -973,11 +725,16 @@ def run(src: Path, out: Path, options: argparse.Namespace,
         f"not replayed: {look.counts.get(5, 0):,} hidden executions "
         f"({look.hidden_off_grid:,} at a sub-tick price), {look.counts.get(7, 0):,} halt messages; "
         f"{recon.skipped:,} partial cancels/deletes named an order not on the book",
-        f"one-step accuracy: best ask {_pct(recon.one_step_best[0], rows)}, best bid "
-        f"{_pct(recon.one_step_best[1], rows)}, all levels {_pct(recon.one_step_all, rows)}; by level: {per_level}",
-        f"one-step, all levels, on rows with no correction before the message: {uncorrected:,} of {rows:,} "
-        f"({_pct(uncorrected, rows)})",
-        f"rows needing no synthetic instruction: {unaided:,} of {rows:,} ({_pct(unaided, rows)})",
+        f"one-step accuracy (the book that matched row i-1 plus message i alone): best ask "
+        f"{_pct(recon.one_step_side[0][0], rows)}, best bid {_pct(recon.one_step_side[1][0], rows)}, "
+        f"all levels {_pct(recon.one_step_all, rows)} ({recon.one_step_all:,} of {rows:,}; "
+        f"{recon.corrected_rows:,} rows needed a correction before the message, counted as misses)",
+        f"one-step by level, asks: {by_level(recon.one_step_side[0])}",
+        f"one-step by level, bids: {by_level(recon.one_step_side[1])}",
+        f"one-step by level, both sides: {by_level(recon.one_step_level)}",
+        f"rows whose alignment ends with corrections for the next message (unseen, resize, requeue, "
+        f"stale_ahead): {prepared:,}; rows needing no synthetic instruction: {unaided:,} of {rows:,} "
+        f"({_pct(unaided, rows)})",
         f"visible executions of orders submitted in the file that hit that order: "
         f"{recon.executions_hit:,} of {recon.executions_own:,} ({_pct(recon.executions_hit, recon.executions_own)})",
     ]
