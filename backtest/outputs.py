@@ -62,6 +62,15 @@ TRANSFER_EVENTS_SCHEMA = pa.schema([
     ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("kind", _DICT),
     ("asset", _DICT), ("amount", pa.int64()), ("status", _DICT), ("reason", _DICT),
 ])
+INTEREST_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("asset", _DICT),
+    ("debt", pa.int64()), ("rate", pa.int64()), ("amount", pa.int64()),
+])
+REPAYMENTS_SCHEMA = pa.schema([
+    ("ts", pa.int64()), ("seq", pa.int64()), ("account", _DICT), ("asset", _DICT),
+    ("amount", pa.int64()), ("interest", pa.int64()), ("principal", pa.int64()), ("via", _DICT),
+    ("from_asset", _DICT), ("from_amount", pa.int64()),
+])
 # Record kind (first field) -> (table, schema).
 SIMPLE_TABLES = {
     "ledger": ("ledger", LEDGER_SCHEMA),
@@ -70,6 +79,8 @@ SIMPLE_TABLES = {
     "transfer": ("transfer_events", TRANSFER_EVENTS_SCHEMA),
     "adl": ("adl", ADL_SCHEMA),
     "insurance": ("insurance_fund", INSURANCE_FUND_SCHEMA),
+    "interest": ("interest", INTEREST_SCHEMA),
+    "repayment": ("repayments", REPAYMENTS_SCHEMA),
 }
 FILL_ROW = "fill_row"  # a fills row without order events (takeover, adl): clearing/settlement.py
 BOOK_SCHEMA = pa.schema([

@@ -40,7 +40,8 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   sweep_size)
 from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import OrderIntent, check_order
-from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
+from clearing.collateral import needed_to_convert
+from clearing.settlement import FILL_ROW, FUND, INSURANCE, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
 from matching import Matcher
 from matching.types import (AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, R_REDUCE_ONLY,
@@ -86,10 +87,14 @@ class Leg:
     exit_notional: int = 0
     fee_income: int = 0  # liquidation fee paid to the fund
 
-RANK_TRANSFERS, RANK_MARKS, RANK_FUNDING = 0, 1, 3
+RANK_TRANSFERS, RANK_MARKS, RANK_ASSET_PRICES, RANK_FUNDING, RANK_INTEREST = 0, 1, 2, 3, 4
 
 R_INSUFFICIENT_BALANCE = "insufficient_balance"
-R_NOT_SUPPORTED = "not_supported_yet"  # repay and set_mode: the multi-asset issue
+R_NOT_SUPPORTED = "not_supported_yet"
+R_MODE_SWITCH_BLOCKED = "mode_switch_blocked"  # open positions, open orders or debt
+R_NO_DEBT = "no_debt"  # a repay of an asset the account does not owe
+R_NO_PRICE = "no_price"  # a conversion of an asset with no price yet
+R_MULTI_ASSET_INSTRUMENT = "multi_asset_instrument"  # multi-asset mode serves USDT-M only (yet)
 
 
 class Replay:
@@ -97,7 +102,8 @@ class Replay:
 
     def __init__(self, matcher: Matcher, clearing: Clearing, events: list[tuple],
                  liquidation: LiquidationRules | None = None, *, adl_cache: bool = True,
-                 depth_every_ns: int = 0, depth_band_bps: int = 100) -> None:
+                 depth_every_ns: int = 0, depth_band_bps: int = 100,
+                 interest_rates: dict[str, int] | None = None, conversion_spread: int = 0) -> None:
         self.matcher = matcher
         self.clearing = clearing
         self.watch = MarginWatch(clearing)
@@ -140,6 +146,10 @@ class Replay:
         self.depth_band_bps = depth_band_bps
         self.depth: list[tuple] = []
         self._depth_due: dict[str, int] = {}
+        # Multi-asset mode: debt interest per asset (over 1e8 per interest time) and the
+        # spread a `repay` conversion pays (over 1e8).
+        self.interest_rates = dict(interest_rates or {})
+        self.conversion_spread = conversion_spread
 
     # ------------------------------------------------------------------ merge
 
@@ -221,6 +231,10 @@ class Replay:
                 self._mark(event[0], event[4], event[5])
             elif kind == "funding":
                 self._funding(event[0], event[4], event[5], event[6])
+            elif kind == "asset_price":
+                self._asset_price(event[0], event[4], event[5])
+            elif kind == "interest":
+                self._interest(event[0])
             else:
                 self._transfer(event[0], *event[4:])
         self._next_ts = events[self._next][0] if self._next < len(events) else None
@@ -284,10 +298,13 @@ class Replay:
             return check_order(intent, position_qty=position, equity=0,
                                initial_in_use=0, mark=None, k=spec.k, tiers=spec.tiers,
                                taker_rate=0)
-        figures = c.pool(account, spec.settle)
+        pool = c.pool_asset(account, symbol)
+        if pool != spec.settle:
+            return R_MULTI_ASSET_INSTRUMENT  # a multi-asset account: USDT-M only, so far
+        figures = c.pool(account, pool)
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
         mark = c.marks.get(symbol)
-        bound = self._orders_margin_bound(account, spec.settle)
+        bound = self._orders_margin_bound(account, pool)
         if bound is not None:
             reason = check_order(intent, position_qty=0, equity=figures.equity,
                                  initial_in_use=figures.initial + bound, mark=mark, k=spec.k,
@@ -295,7 +312,7 @@ class Replay:
             if reason is None:
                 return None  # passes even with the open orders' margin overstated
         return check_order(intent, position_qty=0, equity=figures.equity,
-                           initial_in_use=figures.initial + self._orders_margin(account, spec.settle),
+                           initial_in_use=figures.initial + self._orders_margin(account, pool),
                            mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate)
 
     def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
@@ -363,10 +380,11 @@ class Replay:
         c = self.clearing
         spec = c.symbols[symbol]
         mark = c.marks.get(symbol)
-        figures = c.pool(account, spec.settle)
+        pool = c.pool_asset(account, symbol)
+        figures = c.pool(account, pool)
         now = spec.tiers.initial((order.price if mark is None or mark < order.price else mark)
                                  * order.qty * spec.k)
-        others = self._orders_margin(account, spec.settle) - now
+        others = self._orders_margin(account, pool) - now
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
         intent = OrderIntent(new_qty if order.side == BUY else -new_qty, new_price, False)
         return check_order(intent, position_qty=0, equity=figures.equity,
@@ -385,9 +403,10 @@ class Replay:
             return None
         total = 0
         symbols, marks = self.clearing.symbols, self.clearing.marks
+        pool_asset = self.clearing.pool_asset
         for symbol, (q, limit, n) in aggregate.items():
             spec = symbols[symbol]
-            if spec.settle != asset:
+            if pool_asset(account, symbol) != asset:
                 continue
             mark = marks.get(symbol)
             price = limit if mark is None or mark < limit else mark
@@ -429,7 +448,7 @@ class Replay:
             aggregate[symbol] = ((order.qty, order.price, 1) if entry is None else
                                  (entry[0] + order.qty, max(entry[1], order.price), entry[2] + 1))
             spec = symbols[symbol]
-            if spec.settle != asset:
+            if self.clearing.pool_asset(account, symbol) != asset:
                 continue
             mark = marks.get(symbol)
             price = order.price if mark is None or mark < order.price else mark
@@ -480,7 +499,7 @@ class Replay:
         `bankruptcy`, so no user account ends below zero equity (CLEARING.md section 5's
         property; our reading in docs/run.md)."""
         c = self.clearing
-        if is_exchange_account(account):
+        if is_exchange_account(account) or account in c.multi:
             return
         held = c.positions.get(account, {})
         balances = c.ledger.balances
@@ -546,13 +565,15 @@ class Replay:
             touched |= self._partial(ts, account, asset, trigger_seq)
             figures = c.pool(account, asset)
             if (figures.equity > figures.maintenance
-                    or not any(c.symbols[s].settle == asset for s in c.positions.get(account, ()))):
+                    or not any(c.pool_asset(account, s) == asset for s in c.positions.get(account, ()))):
                 self.watch.check(account)
                 return touched
             execution = "sweep"  # what the steps could not close is taken over and swept
         n0 = len(out)
         parcels = c.takeover(ts, account, asset, self._next_liquidation_id, execution)
         self._next_liquidation_id += len(parcels)
+        if account in c.multi and parcels:
+            self._take_collateral(ts, account, parcels[0].liquidation_id)
         self.seq += len(out) - n0
         for parcel in parcels:
             self.trigger_seq[parcel.liquidation_id] = trigger_seq
@@ -653,7 +674,10 @@ class Replay:
         mark = c.marks.get(symbol)
         at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
         unrealised = at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
-        wallet = c.ledger.balances.get((account, asset), 0)
+        multi = account in c.multi
+        if multi:
+            asset = c.valuation
+        wallet = c.effective_margin(account) if multi else c.ledger.balances.get((account, asset), 0)
         if len(held) == 1:  # the common case: the pool's equity is all this position's
             equity = wallet + unrealised
         else:
@@ -666,7 +690,7 @@ class Replay:
             return bitmex_rank(pos.qty, pos.cost, at_mark, equity)
         notionals = []
         for s in sorted(held):
-            if c.symbols[s].settle == asset:
+            if c.pool_asset(account, s) == asset:
                 m = c.marks.get(s)
                 notionals.append((s, held[s].cost if m is None else abs(held[s].qty) * m * c.symbols[s].k))
         share = equity_shares(equity, notionals)[symbol]
@@ -800,7 +824,7 @@ class Replay:
         mark = c.marks.get(parcel.symbol)
         pos = c.holders[parcel.symbol][account]
         held = abs(pos.qty)
-        equity = c.pool(account, parcel.asset).equity
+        equity = c.pool(account, c.pool_asset(account, parcel.symbol)).equity
 
         def valued(k: int) -> int:
             """What k of the account's lots count for in its equity now: their mark
@@ -841,7 +865,7 @@ class Replay:
         touched: set[str] = set()
         while True:
             held = c.positions.get(account, {})
-            symbols = sorted(s for s in held if c.symbols[s].settle == asset)
+            symbols = sorted(s for s in held if c.pool_asset(account, s) == asset)
             figures = c.pool(account, asset)
             if not symbols or figures.equity > figures.maintenance:
                 return touched
@@ -893,28 +917,132 @@ class Replay:
         self.seq += len(self.out) - n0
         self._check(ts, touched, "funding")
 
-    def _transfer(self, ts: int, seq: int, account: str, kind: str, asset: str, amount: int) -> None:
+    def _transfer(self, ts: int, seq: int, account: str, kind: str, asset: str, amount: int,
+                  repay_with: str | None = None) -> None:
+        """A `transfers` row: deposit (repaying debt in that asset first, interest then
+        principal), withdraw (not into debt, not below the initial margin), repay (convert
+        `repay_with` to pay `amount` of the `asset` debt), set_mode (amount 1: multi_asset,
+        0: single_asset; refused while the account has positions, open orders or debt)."""
         c = self.clearing
         ledger = c.ledger
+        reference = f"transfer:{seq}"
         reason = None
-        if kind in ("repay", "set_mode"):
-            reason = R_NOT_SUPPORTED
+        if kind == "set_mode":
+            reason = self._set_mode_refusal(account, amount)
+        elif kind == "repay":
+            reason = self._repay_refusal(account, asset, amount, repay_with)
         elif kind == "withdraw":
             if amount > ledger.balance(account, asset):
                 reason = R_INSUFFICIENT_BALANCE
-            else:
-                figures = c.pool(account, asset)
-                if figures.equity - amount < figures.initial + self._orders_margin(account, asset):
+            elif amount:
+                pool = c.valuation if account in c.multi else asset
+                balances = ledger.balances
+                balances[(account, asset)] -= amount  # the figures after it, then restored
+                figures = c.pool(account, pool)
+                balances[(account, asset)] += amount
+                if figures.equity < figures.initial + self._orders_margin(account, pool):
                     reason = "insufficient_margin"
         out = self.out
         n0 = len(out)
         out.append((TRANSFER, ts, account, kind, asset, amount,
                     "rejected" if reason else "applied", reason))
-        if reason is None and amount:
-            signed = amount if kind == "deposit" else -amount
-            ledger.post(ts, account, asset, signed, kind, f"transfer:{seq}")
-            book = self.deposits if kind == "deposit" else self.withdrawals
-            book[asset] = book.get(asset, 0) + amount
+        if reason is None:
+            if kind == "set_mode":
+                if amount:
+                    c.multi.add(account)
+                else:
+                    c.multi.discard(account)
+            elif kind == "repay":
+                owed = -ledger.balance(account, asset)
+                assert repay_with is not None
+                spread = self.conversion_spread
+                args = (c.price_of(repay_with), c.collateral.per_unit[repay_with], c.price_of(asset),
+                        c.collateral.per_unit[asset], spread)
+                given = needed_to_convert(min(amount, owed), *args)
+                got = c.convert(ts, account, repay_with, given, asset, spread, reference)
+                c.record_repayment(ts, account, asset, owed, got, "repay", repay_with, given)
+            elif amount:
+                owed = -ledger.balance(account, asset)
+                signed = amount if kind == "deposit" else -amount
+                ledger.post(ts, account, asset, signed, kind, reference)
+                book = self.deposits if kind == "deposit" else self.withdrawals
+                book[asset] = book.get(asset, 0) + amount
+                if kind == "deposit" and owed > 0:
+                    c.record_repayment(ts, account, asset, owed, amount, "deposit", None, None)
         self.seq += len(out) - n0
         if reason is None:
             self._check(ts, [account], "transfer")
+
+    def _set_mode_refusal(self, account: str, amount: int) -> str | None:
+        c = self.clearing
+        if amount not in (0, 1):
+            return R_NOT_SUPPORTED  # 1: multi_asset, 0: single_asset; nothing else
+        if amount and c.collateral is None:
+            return R_NOT_SUPPORTED
+        if c.positions.get(account) or self._orders_margin(account, c.valuation) or any(
+                self.matcher.orders.get(oid) is not None for oid in self.open_orders.get(account, ())):
+            return R_MODE_SWITCH_BLOCKED
+        if any(b < 0 for (a, _), b in c.ledger.balances.items() if a == account):
+            return R_MODE_SWITCH_BLOCKED
+        return None
+
+    def _repay_refusal(self, account: str, asset: str, amount: int, repay_with: str | None) -> str | None:
+        c = self.clearing
+        if account not in c.multi or c.collateral is None or repay_with is None or repay_with == asset:
+            return R_NOT_SUPPORTED
+        if c.ledger.balance(account, asset) >= 0:
+            return R_NO_DEBT
+        if c.price_of(repay_with) is None or c.price_of(asset) is None:
+            return R_NO_PRICE
+        owed = -c.ledger.balance(account, asset)
+        need = needed_to_convert(min(amount, owed), c.price_of(repay_with), c.collateral.per_unit[repay_with],
+                                 c.price_of(asset), c.collateral.per_unit[asset], self.conversion_spread)
+        if amount == 0 or need > c.ledger.balance(account, repay_with):
+            return R_INSUFFICIENT_BALANCE
+        return None
+
+    def _asset_price(self, ts: int, asset: str, price: int) -> None:
+        """An `asset_prices` row: the collateral (and debt) of multi-asset accounts is valued
+        anew, so each of them holding a position is checked (CLEARING.md section 6)."""
+        c = self.clearing
+        c.asset_prices[asset] = price
+        self._mark_version += 1  # multi-asset equities moved: cached ADL ranks are void
+        self._check(ts, sorted(a for a in c.multi if c.positions.get(a)), "asset_price")
+
+    def _interest(self, ts: int) -> None:
+        """An interest time: debt interest on every multi-asset account (Clearing.charge_interest),
+        then the checks of the accounts charged."""
+        if not self.interest_rates:
+            return
+        n0 = len(self.out)
+        charged = self.clearing.charge_interest(ts, self.interest_rates, f"interest:{ts}")
+        self.seq += len(self.out) - n0
+        self._check(ts, charged, "interest")
+
+    def _take_collateral(self, ts: int, account: str, liquidation_id: int) -> None:
+        """CLEARING.md section 6, after a multi-asset takeover (which left the account's
+        equity at 0): every remaining balance, collateral and debt, passes to the fund as a
+        ledger pair, and the fund converts the collateral into the valuation asset at once
+        through `conversion` at the current price (no spread). Each change of the fund's
+        valuation balance is an insurance_fund row with cause `collateral_takeover`; the
+        account ends at zero in every asset."""
+        c = self.clearing
+        reference = f"liquidation:{liquidation_id}"
+        valuation = c.valuation
+        for asset in sorted(c.collateral.per_unit):
+            balance = c.ledger.balance(account, asset)
+            if balance == 0:
+                continue
+            c.ledger.post(ts, account, asset, -balance, "insurance", reference)
+            if asset == valuation:
+                c.fund_post(ts, asset, balance, "insurance", reference, "collateral_takeover", liquidation_id)
+                continue
+            c.ledger.post(ts, FUND, asset, balance, "insurance", reference)
+            if balance > 0 and c.price_of(asset) is not None:
+                got = c.convert(ts, FUND, asset, balance, valuation, 0, reference)
+                # convert() booked the fund's valuation leg as a plain ledger entry: record
+                # the fund's balance after it as an insurance_fund row.
+                self.out.append((INSURANCE, ts, valuation, got, c.ledger.balance(FUND, valuation),
+                                 "collateral_takeover", liquidation_id))
+            c.accrued.pop((account, asset), None)
+        c.accrued.pop((account, valuation), None)

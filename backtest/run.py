@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 from backtest.match import _event_counts, gc_paused
 from backtest.outputs import MatchOutputWriter, write_book_final, write_summary
 from backtest.report import write_report
-from backtest.replay import RANK_FUNDING, RANK_MARKS, RANK_TRANSFERS, LiquidationRules, Replay
+from backtest.replay import (RANK_ASSET_PRICES, RANK_FUNDING, RANK_INTEREST, RANK_MARKS, RANK_TRANSFERS,
+                             LiquidationRules, Replay)
+from clearing.collateral import Collateral, CollateralTiers
 from clearing.funding import premium_index_rate, rate_at_scale
 from clearing.liquidation import display_price
 from clearing.money import SCALE, div_ceil, div_floor
@@ -30,7 +32,7 @@ from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file
 from matching.types import STP_NAMES
-from datasets.tables import (ACCOUNTS, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table,
+from datasets.tables import (ACCOUNTS, ASSET_PRICES, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table,
                              write_table)
 from matching import Matcher
 from matching.errors import InputError
@@ -52,11 +54,44 @@ def _optional(dataset: Path, name: str) -> Path | None:
     return path if path.exists() else None
 
 
+def _collateral(manifest: Manifest, rules: RuleSet, *, strict: bool) -> Collateral | None:
+    """Per asset: minor units per whole unit and collateral tiers (stable: None, 100% and
+    uncapped; a non-stable asset without rules.collateral_tiers counts nothing). A fault is
+    an InputError when `strict` (multi-asset accounts or rules present), else None: the
+    dataset simply has no multi-asset mode."""
+    per_unit, tiers = {}, {}
+    problems = []
+    for name, asset in sorted(manifest.assets.items()):
+        unit = 1 / asset.minor_unit
+        if unit != unit.to_integral_value():
+            problems.append(f"assets.{name}.minor_unit: {asset.minor_unit} is not 1 / a whole number")
+            continue
+        per_unit[name] = int(unit)
+        rows = rules.collateral_tiers.get(name)
+        if asset.stable:
+            tiers[name] = None
+        else:
+            bounds = [upper * per_unit[name] for upper, _ in rows or ()]
+            if any(b != b.to_integral_value() for b in bounds):
+                problems.append(f"rules.collateral_tiers.{name}: an upper bound finer than the "
+                                f"asset's minor unit {asset.minor_unit}")
+                continue
+            tiers[name] = CollateralTiers(tuple(int(b) for b in bounds), tuple(r for _, r in rows or ()))
+    if rules.fund_asset not in per_unit:
+        problems.append(f"assets.{rules.fund_asset}: the valuation asset must be an asset")
+    if problems:
+        if strict:
+            raise InputError(str(manifest.path), problems)
+        return None
+    return Collateral(per_unit, tiers)
+
+
 def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[Clearing, dict[tuple[str, str], int]]:
     """Clearing with the opening balances, fee tiers and positions; also the openings."""
     symbols = {s: SymbolSpec(i.settle, i.notional_factor, rules.margin_tiers[s])
                for s, i in manifest.instruments.items()}
     clearing = Clearing(symbols, rules.fees)
+    clearing.valuation = rules.fund_asset
     openings: dict[tuple[str, str], int] = {}
     if rules.fund_opening:
         openings[(FUND, rules.fund_asset)] = rules.fund_opening
@@ -68,8 +103,7 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
         tiers = len(rules.fees.tiers)
         for row, (account, asset, balance, mode, tier) in enumerate(frame.iter_rows(), start=1):
             if mode == "multi_asset":
-                faults.append(f"row {row}, column margin_mode: multi_asset accounts are not "
-                              "replayed yet (the multi-asset issue); use single_asset")
+                clearing.multi.add(account)
             if tier is not None and tier >= tiers:
                 faults.append(f"row {row}, column fee_tier: {tier} but the rules define tiers "
                               f"0..{tiers - 1} (rules.fees, rules.fee_tiers)")
@@ -85,6 +119,8 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
                 clearing.fee_tier[account] = tier
         if faults:
             raise InputError(str(path), faults)
+    clearing.collateral = _collateral(manifest, rules, strict=bool(
+        clearing.multi or rules.collateral_tiers or rules.interest_rates))
     path = _optional(dataset, "positions")
     if path is not None:
         frame = load_table(path, POSITIONS, known={"symbol": set(manifest.instruments)})
@@ -94,6 +130,12 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
             clearing.check_opening()
         except ValueError as exc:
             raise InputError(str(path), [str(exc)]) from None
+        bad = [f"account {a}: a multi_asset account holds {s}, which settles in "
+               f"{symbols[s].settle}; multi-asset mode serves {clearing.valuation}-settled contracts so far"
+               for a in sorted(clearing.multi) for s in sorted(clearing.positions.get(a, ()))
+               if symbols[s].settle != clearing.valuation]
+        if bad:
+            raise InputError(str(path), bad)
     return clearing, openings
 
 
@@ -124,10 +166,26 @@ def _load_events(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[lis
         events += _premium_funding(path, frame, manifest, rules, table_times)
     path = _optional(dataset, "transfers")
     if path is not None:
-        frame = load_table(path, TRANSFERS, known={"asset": set(manifest.assets)})
+        frame = load_table(path, TRANSFERS, known={"asset": set(manifest.assets),
+                                                    "repay_with": set(manifest.assets)})
         counts["transfers"] = frame.height
-        for ts, seq, account, kind, asset, amount, _ in frame.iter_rows():
-            events.append((ts, RANK_TRANSFERS, seq, "transfer", seq, account, kind, asset, amount))
+        for ts, seq, account, kind, asset, amount, repay_with in frame.iter_rows():
+            events.append((ts, RANK_TRANSFERS, seq, "transfer", seq, account, kind, asset, amount,
+                           repay_with))
+    path = _optional(dataset, "asset_prices")
+    if path is not None:
+        frame = load_table(path, ASSET_PRICES, known={"asset": set(manifest.assets)})
+        counts["asset_prices"] = frame.height
+        for row, (ts, asset, price) in enumerate(frame.iter_rows(), start=1):
+            events.append((ts, RANK_ASSET_PRICES, row, "asset_price", asset, price))
+    if rules.interest_rates:
+        if manifest.start_ns is None or manifest.end_ns is None:
+            raise InputError(str(manifest.path), ["rules.interest.rates: interest times need "
+                                                  "dataset.start_ns and dataset.end_ns"])
+        step = rules.interest_interval_s * 1_000_000_000
+        times = range(manifest.start_ns + step, manifest.end_ns + 1, step)
+        counts["interest_times"] = len(times)
+        events += [(t, RANK_INTEREST, i, "interest") for i, t in enumerate(times, start=1)]
     events.sort(key=lambda e: e[:3])
     return events, counts
 
@@ -198,7 +256,8 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
             raise InputError(str(rules_file), [f"stp: unknown value {stp!r}; one of {', '.join(STP_NAMES)}"])
         manifest = replace(manifest, rules=effective, default_stp=STP_NAMES.index(stp))
     rules = load_rules(effective, sorted(manifest.instruments), source,
-                       sorted({i.settle for i in manifest.instruments.values()}))
+                       sorted({i.settle for i in manifest.instruments.values()}),
+                       assets=sorted(manifest.assets))
     orders_path = _optional(dataset, "orders")
     total = check_orders(orders_path) if orders_path is not None else 0
     clearing, openings = _load_clearing(dataset, manifest, rules)
@@ -213,7 +272,8 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
         price_step={s: i.price_step for s, i in manifest.instruments.items()},
         one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
     replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache,
-                    depth_every_ns=_depth_interval(events))
+                    depth_every_ns=_depth_interval(events), interest_rates=rules.interest_rates,
+                    conversion_spread=rules.conversion_spread)
     for account in sorted(clearing.positions):
         replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
@@ -256,6 +316,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
             "margin_checks": replay.margin_checks,
             "funding_skipped_no_mark": replay.funding_skipped,
             "funding_withheld": dict(sorted(clearing.funding_withheld.items())),
+            "multi_asset_accounts": len(clearing.multi),
             "fees_collected": {asset: bal for (acct, asset), bal in sorted(clearing.ledger.balances.items())
                                if acct == "fees"},
             "conservation": conservation(clearing, openings, opening_positions, replay),

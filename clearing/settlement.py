@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from clearing.collateral import Collateral, converted, effective_margin, interest_due, repayment_split
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
@@ -29,6 +30,10 @@ FUND = "insurance_fund"
 FUNDING = "funding"  # first field of a funding payment record
 FILL_ROW = "fill_row"  # a fills row with no order events: takeover and adl fills
 INSURANCE = "insurance"  # an insurance_fund output row: the fund's balance changed
+INTEREST = "interest"  # the exchange account paid interest on debt, and an interest row
+CONVERSION = "conversion"  # the exchange account on the other side of every conversion
+REPAYMENT = "repayment"  # a repayments output row
+MULTI_ASSET = "multi_asset"
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,15 @@ class Clearing:
     live_parcels: dict[str, list[Parcel]] = field(default_factory=dict)
     # Per asset: funding the fund could not pay above its floor, withheld from receivers.
     funding_withheld: dict[str, int] = field(default_factory=dict)
+    # Multi-asset mode (CLEARING.md section 6): the accounts in it (one pool each, valued in
+    # `valuation`), the collateral rules, the latest asset prices (valuation minor units
+    # per whole unit) and accrued interest per (account, asset) (the part of a debt a
+    # repayment clears first).
+    multi: set[str] = field(default_factory=set)
+    collateral: Collateral | None = None
+    valuation: str = "USDT"
+    asset_prices: dict[str, int] = field(default_factory=dict)
+    accrued: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for symbol in self.symbols:
@@ -246,7 +260,7 @@ class Clearing:
         liquidation id first_id, first_id + 1, ... (symbols in name order) and a `takeover`
         fills row; the account realises exit at B, which leaves its equity at exactly 0."""
         held = self.positions.get(account, {})
-        symbols = sorted(s for s in held if self.symbols[s].settle == asset)
+        symbols = sorted(s for s in held if self.pool_asset(account, s) == asset)
         equity = self.pool(account, asset).equity
         notionals = []
         for symbol in symbols:
@@ -346,17 +360,40 @@ class Clearing:
 
     # ------------------------------------------------------------------ margin
 
+    def pool_asset(self, account: str, symbol: str) -> str:
+        """The pool a position of `account` in `symbol` belongs to: its settlement asset,
+        or for a multi-asset account its one pool, named by the valuation asset."""
+        return self.valuation if account in self.multi else self.symbols[symbol].settle
+
+    def price_of(self, asset: str) -> int | None:
+        """Latest price of `asset` in valuation minor units per whole unit (the valuation
+        asset is exactly 1)."""
+        if asset == self.valuation and self.collateral is not None:
+            return self.collateral.per_unit[asset]
+        return self.asset_prices.get(asset)
+
+    def effective_margin(self, account: str) -> int:
+        """CLEARING.md section 6: the account's balances at their collateral value."""
+        collateral = self.collateral
+        assert collateral is not None, "multi-asset accounts need the collateral rules"
+        balances = {a: self.ledger.balances.get((account, a), 0) for a in collateral.per_unit}
+        prices = {a: p for a in collateral.per_unit if (p := self.price_of(a)) is not None}
+        return effective_margin(balances, prices, collateral)
+
     def pool(self, account: str, asset: str) -> AccountMargin:
-        """Equity, maintenance and initial margin of `account`'s positions settling in
-        `asset` (a single-asset cross pool), at the latest marks. A symbol with no mark yet
-        is valued at its entry cost (unrealised 0). O(the account's positions)."""
-        equity = self.ledger.balances.get((account, asset), 0)
+        """Equity, maintenance and initial margin of `account`'s positions in pool `asset`
+        at the latest marks: a single-asset cross pool (the positions settling in `asset`,
+        equity from that balance) or a multi-asset account's one pool (equity from the
+        effective margin of every balance). A symbol with no mark yet is valued at its
+        entry cost (unrealised 0). O(the account's positions and assets)."""
+        multi = account in self.multi
+        equity = self.effective_margin(account) if multi else self.ledger.balances.get((account, asset), 0)
         maintenance = initial = 0
         symbols = self.symbols
         marks = self.marks
         for symbol, pos in self.positions.get(account, {}).items():
             spec = symbols[symbol]
-            if spec.settle != asset:
+            if (self.valuation if multi else spec.settle) != asset:
                 continue
             mark = marks.get(symbol)
             at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
@@ -368,8 +405,65 @@ class Clearing:
         return AccountMargin(equity, maintenance, initial)
 
     def pools(self, account: str) -> list[str]:
-        """Settlement assets of the account's open positions, sorted."""
-        return sorted({self.symbols[s].settle for s in self.positions.get(account, ())})
+        """Pools of the account's open positions (settlement assets, or the valuation asset
+        for a multi-asset account), sorted."""
+        return sorted({self.pool_asset(account, s) for s in self.positions.get(account, ())})
+
+    # ------------------------------------------------------------------ debt (section 6)
+
+    def charge_interest(self, ts: int, rates: dict[str, int], reference: str) -> list[str]:
+        """An interest time: every multi-asset account's negative balance in an asset with
+        a rate pays interest_due on the whole debt (compounding, rounded up) to `interest`,
+        accounts and assets in name order; an interest record each (INTEREST, ts, account,
+        asset, debt before, rate, amount). Returns the accounts charged."""
+        charged = []
+        for (account, asset), balance in sorted(self.ledger.balances.items()):
+            rate = rates.get(asset)
+            if balance >= 0 or not rate or account not in self.multi:
+                continue
+            amount = interest_due(-balance, rate)
+            self.ledger.post(ts, account, asset, -amount, "interest", reference)
+            self.ledger.post(ts, INTEREST, asset, amount, "interest", reference)
+            key = (account, asset)
+            self.accrued[key] = self.accrued.get(key, 0) + amount
+            self.out.append((INTEREST, ts, account, asset, -balance, rate, amount))
+            charged.append(account)
+        return sorted(set(charged))
+
+    def record_repayment(self, ts: int, account: str, asset: str, debt_before: int, credited: int,
+                         via: str, from_asset: str | None, from_amount: int | None) -> None:
+        """`credited` minor units of `asset` just reached an account that owed `debt_before`:
+        they repay accrued interest first, then principal (repayment_split); a REPAYMENT
+        record (ts, account, asset, repaid, interest part, principal part, via, from
+        asset, from amount) when anything was owed."""
+        repaid = min(credited, debt_before)
+        if repaid <= 0:
+            return
+        key = (account, asset)
+        interest, principal = repayment_split(repaid, self.accrued.get(key, 0))
+        left = self.accrued.get(key, 0) - interest
+        if left:
+            self.accrued[key] = left
+        else:
+            self.accrued.pop(key, None)
+        self.out.append((REPAYMENT, ts, account, asset, repaid, interest, principal, via,
+                         from_asset, from_amount))
+
+    def convert(self, ts: int, account: str, from_asset: str, qty: int, to_asset: str, spread: int,
+                reference: str) -> int:
+        """Convert `qty` minor units of `from_asset` of `account` into `to_asset` at the
+        latest prices less `spread` (over 1e8): two ledger pairs against `conversion`, so
+        each asset is conserved on its own; returns what the account received (rounded
+        down)."""
+        collateral = self.collateral
+        assert collateral is not None
+        price_from, price_to = self.price_of(from_asset), self.price_of(to_asset)
+        assert price_from is not None and price_to is not None
+        paid = converted(qty, price_from, collateral.per_unit[from_asset], price_to,
+                         collateral.per_unit[to_asset], spread)
+        self.ledger.transfer(ts, account, CONVERSION, from_asset, qty, "conversion", reference)
+        self.ledger.transfer(ts, CONVERSION, account, to_asset, paid, "conversion", reference)
+        return paid
 
     # ------------------------------------------------------------------ conservation
 

@@ -62,7 +62,7 @@ class MarginWatch:
             slack = figures.equity - figures.maintenance
             if slack <= 0:
                 due.append((asset, figures))
-            symbols = [s for s in held if c.symbols[s].settle == asset]
+            symbols = [s for s in held if c.pool_asset(account, s) == asset]
             n = len(symbols)
             budget = (slack - n - 1) * SCALE
             for symbol in symbols:

@@ -13,12 +13,19 @@ Keys read here (docs/manifest.md lists them with defaults):
   on the bankruptcy notional of parcels it may hold, over 1e8 of its balance (none).
 - `adl = { ranking, fees }`: `bitmex` | `binance`; whether ADL fills pay the deleveraged
   account's taker fee (false).
+- `interest = { interval_s, rates = { ASSET = rate } }`: debt interest (multi-asset mode)
+  per interval over 1e8 (default hourly, no rates).
+- `collateral_tiers.ASSET = [["upper bound", ratio], ...]`: a non-stable asset's collateral
+  ratio over 1e8 per tier, upper bounds in whole units ascending (an asset without tiers
+  counts nothing, a stablecoin 100%).
+- `conversion = { spread }`: over 1e8, taken off the price of what a `repay` converts (0).
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
@@ -27,14 +34,16 @@ from clearing.settlement import FeeSchedule
 from matching.errors import InputError
 
 DEFAULT_FEES = (20_000, 50_000)  # maker, taker over 1e8
-# Every key a [rules] table may hold; the last three belong to later issues (multi-asset
-# collateral and debt interest) and are accepted so a manifest can carry them already.
+# Every key a [rules] table may hold.
 RULE_KEYS = ("fees", "fee_tiers", "margin_tiers", "max_leverage", "funding", "liquidation",
              "insurance_fund", "adl", "stp", "interest", "collateral_tiers", "conversion")
 DEFAULT_FUNDING = {"interval_s": 28_800, "cap": 300_000, "floor": -300_000}
 DEFAULT_LIQUIDATION = {"execution": "sweep", "band": 5_000_000, "fee": 0}
 DEFAULT_FUND = {"opening": 0, "floor": 0, "asset": None, "max_takeover": None}
 DEFAULT_ADL = {"ranking": "bitmex", "fees": False}
+DEFAULT_INTEREST = {"interval_s": 3_600, "rates": {}}
+DEFAULT_CONVERSION = {"spread": 0}
+SCALE = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,11 @@ class RuleSet:
     adl_ranking: str = "bitmex"
     max_takeover: int | None = None  # over 1e8 of the fund's balance
     adl_fees: bool = False
+    interest_interval_s: int = 3_600
+    interest_rates: dict[str, int] = field(default_factory=dict)  # asset -> rate over 1e8
+    # asset -> ((upper bound in whole units, ratio over 1e8), ...), bounds ascending
+    collateral_tiers: dict[str, tuple[tuple[Decimal, int], ...]] = field(default_factory=dict)
+    conversion_spread: int = 0
 
 
 def _int(value: object) -> bool:
@@ -74,10 +88,77 @@ def _table(rules: dict, name: str, defaults: dict, problems: list[str]) -> dict:
     return merged
 
 
-def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list[str] | None = None) -> RuleSet:
+def _collateral_rows(where: str, rows: object, problems: list[str]) -> tuple[tuple[Decimal, int], ...]:
+    """An asset's collateral tiers read and checked (bounds ascend from 0, ratios 0..1e8)."""
+    if not isinstance(rows, list) or not rows:
+        problems.append(f'{where}: expected [["upper bound", ratio over 1e8], ...], got {rows!r}')
+        return ()
+    read, bound = [], Decimal(0)
+    for i, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str) and _int(row[1])):
+            problems.append(f'{where}[{i}]: expected ["upper bound", ratio over 1e8], got {row!r}')
+            continue
+        try:
+            upper = Decimal(row[0])
+        except InvalidOperation:
+            problems.append(f"{where}[{i}]: upper bound {row[0]!r} is not a decimal number")
+            continue
+        if not upper.is_finite() or upper <= bound:
+            problems.append(f"{where}[{i}]: upper bounds must ascend from 0, got {row[0]!r} after {bound}")
+            continue
+        if not 0 <= row[1] <= SCALE:
+            problems.append(f"{where}[{i}]: ratio over 1e8 in 0..100,000,000, got {row[1]:,}")
+            continue
+        bound = upper
+        read.append((upper, row[1]))
+    return tuple(read)
+
+
+def _multi_asset_rules(rules: dict, assets: list[str] | None, problems: list[str]) -> tuple:
+    """(interest interval, interest rates, collateral tiers, conversion spread)."""
+    known = set(assets) if assets is not None else None
+    interest = _table(rules, "interest", DEFAULT_INTEREST, problems)
+    interval = interest["interval_s"]
+    if not _int(interval) or interval <= 0:
+        problems.append(f"rules.interest.interval_s: an integer > 0, got {interval!r}")
+        interval = DEFAULT_INTEREST["interval_s"]
+    rates = interest["rates"]
+    if not isinstance(rates, dict):
+        problems.append(f"rules.interest.rates: expected {{ ASSET = INT }}, got {rates!r}")
+        rates = {}
+    good_rates = {}
+    for asset, rate in sorted(rates.items()):
+        if known is not None and asset not in known:
+            problems.append(f"rules.interest.rates.{asset}: not an asset of [assets]")
+        elif not _int(rate) or not 0 <= rate <= SCALE:
+            problems.append(f"rules.interest.rates.{asset}: a rate over 1e8 in 0..100,000,000, got {rate!r}")
+        else:
+            good_rates[asset] = rate
+    tiers = rules.get("collateral_tiers", {})
+    collateral = {}
+    if not isinstance(tiers, dict):
+        problems.append(f"rules.collateral_tiers: expected ASSET = [[upper bound, ratio], ...], got {tiers!r}")
+        tiers = {}
+    for asset, rows in sorted(tiers.items()):
+        if known is not None and asset not in known:
+            problems.append(f"rules.collateral_tiers.{asset}: not an asset of [assets]")
+            continue
+        collateral[asset] = _collateral_rows(f"rules.collateral_tiers.{asset}", rows, problems)
+    conversion = _table(rules, "conversion", DEFAULT_CONVERSION, problems)
+    spread = conversion["spread"]
+    if not _int(spread) or not 0 <= spread < SCALE:
+        problems.append(f"rules.conversion.spread: an integer over 1e8 in 0..99,999,999, got {spread!r}")
+        spread = 0
+    return interval, good_rates, collateral, spread
+
+
+def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list[str] | None = None,
+               *, assets: list[str] | None = None) -> RuleSet:
     """Read `rules` (the manifest's [rules], overrides applied) for `symbols`; raise
-    InputError naming `source` and every bad key."""
+    InputError naming `source` and every bad key. `assets`: the manifest's assets (the
+    multi-asset keys must name them)."""
     problems: list[str] = []
+    manifest_assets = assets
     for key in rules:
         if key not in RULE_KEYS:
             problems.append(f"rules.{key}: unknown key; one of {', '.join(RULE_KEYS)}")
@@ -167,12 +248,13 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
         problems.append(f"rules.adl.ranking: {adl['ranking']!r}; one of {', '.join(ADL_RANKINGS)}")
     if not isinstance(adl["fees"], bool):
         problems.append(f"rules.adl.fees: true or false, got {adl['fees']!r}")
+    interval, rates, collateral, spread = _multi_asset_rules(rules, manifest_assets, problems)
     if problems:
         raise InputError(source, problems)
     return RuleSet(FeeSchedule(tuple(tiers)), margin, funding["interval_s"], funding["cap"],
                    funding["floor"], liquidation["execution"], liquidation["band"],
                    liquidation["fee"], fund["opening"], fund["floor"], asset, adl["ranking"],
-                   cap, adl["fees"])
+                   cap, adl["fees"], interval, rates, collateral, spread)
 
 
 def read_rule_file(path: Path) -> dict:

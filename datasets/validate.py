@@ -48,7 +48,6 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import polars as pl
@@ -173,7 +172,7 @@ def _check_manifest(dataset: Path, report: Report, *, clearing: bool, premium: b
     rules = _section(doc, "rules")
     settle = sorted({s["settle"] for s in instruments.values() if isinstance(s.get("settle"), str)})
     try:
-        ctx.rules = load_rules(rules, sorted(instruments), str(path), settle or None)
+        ctx.rules = load_rules(rules, sorted(instruments), str(path), settle or None, assets=sorted(assets))
     except InputError as exc:
         problems += [p for p in exc.problems
                      if clearing or not re.match(r"rules\.margin_tiers\.[^:]*: missing", p)]
@@ -243,55 +242,6 @@ def _rule_range_problems(rules: dict, assets: set[str]) -> list[str]:
     fund = rules.get("insurance_fund", {})
     if isinstance(fund, dict) and _is_int(fund.get("opening")) and fund["opening"] < 0:
         problems.append(f"rules.insurance_fund.opening: must be >= 0 (minor units), got {fund['opening']}")
-    interest = rules.get("interest")
-    if interest is not None:
-        if not isinstance(interest, dict):
-            problems.append(f"rules.interest: expected {{ interval_s, rates = {{ ASSET = INT }} }}, got {interest!r}")
-        else:
-            interval = interest.get("interval_s")
-            if interval is not None and (not _is_int(interval) or interval <= 0):
-                problems.append(f"rules.interest.interval_s: an integer > 0, got {interval!r}")
-            rates = interest.get("rates", {})
-            if not isinstance(rates, dict):
-                problems.append(f"rules.interest.rates: expected {{ ASSET = INT }}, got {rates!r}")
-                rates = {}
-            for asset, rate in sorted(rates.items()):
-                if asset not in assets:
-                    problems.append(f"rules.interest.rates.{asset}: not an asset of [assets]")
-                if not _is_int(rate) or not 0 <= rate <= SCALE:
-                    problems.append(f"rules.interest.rates.{asset}: a rate over 1e8 in 0..100,000,000, got {rate!r}")
-    tiers = rules.get("collateral_tiers")
-    if tiers is not None:
-        if not isinstance(tiers, dict):
-            problems.append(f"rules.collateral_tiers: expected ASSET = [[upper bound, ratio], ...], got {tiers!r}")
-            tiers = {}
-        for asset, rows in sorted(tiers.items()):
-            problems += _collateral_problems(f"rules.collateral_tiers.{asset}", asset, rows, assets)
-    return problems
-
-
-def _collateral_problems(where: str, asset: str, rows: object, assets: set[str]) -> list[str]:
-    problems = []
-    if asset not in assets:
-        problems.append(f"{where}: not an asset of [assets]")
-    if not isinstance(rows, list) or not rows:
-        return problems + [f"{where}: expected [[\"upper bound\", ratio over 1e8], ...], got {rows!r}"]
-    bound = Decimal(0)
-    for i, row in enumerate(rows):
-        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str) and _is_int(row[1])):
-            problems.append(f"{where}[{i}]: expected [\"upper bound\", ratio over 1e8], got {row!r}")
-            continue
-        try:
-            upper = Decimal(row[0])
-        except InvalidOperation:
-            problems.append(f"{where}[{i}]: upper bound {row[0]!r} is not a decimal number")
-            continue
-        if not upper.is_finite() or upper <= bound:
-            problems.append(f"{where}[{i}]: upper bounds must ascend from 0, got {row[0]!r} after {bound}")
-        else:
-            bound = upper
-        if not 0 <= row[1] <= SCALE:
-            problems.append(f"{where}[{i}]: ratio over 1e8 in 0..100,000,000, got {row[1]:,}")
     return problems
 
 
@@ -388,8 +338,6 @@ def _check_accounts(path: Path, ctx: _Context) -> list[str]:
         RowCheck(account.is_in(sorted(EXCHANGE_ACCOUNTS)), "account",
                  "an exchange account; the insurance fund's opening comes from "
                  "rules.insurance_fund.opening"),
-        RowCheck(pl.col("margin_mode") == "multi_asset", "margin_mode",
-                 "multi_asset accounts are not replayed yet; use single_asset"),
         RowCheck(tier.is_not_null() & (tier.min().over("account") != tier.max().over("account")),
                  "fee_tier", "the account's rows give different fee tiers"),
     ]

@@ -12,8 +12,8 @@ import pytest
 
 from backtest.cli import main
 
-RUN_TABLES = ["accounts_final", "adl", "book_depth", "book_final", "fills", "funding", "insurance_fund", "ledger",
-              "liquidations", "margin_calls", "order_events", "positions_final", "transfer_events"]
+RUN_TABLES = ["accounts_final", "adl", "book_depth", "book_final", "fills", "funding", "insurance_fund", "interest", "ledger",
+              "liquidations", "margin_calls", "order_events", "positions_final", "repayments", "transfer_events"]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,8 @@ def test_two_runs_are_byte_identical(dataset, run, tmp_path):
 
 @pytest.mark.parametrize("table, frame, message", [
     ("accounts", pl.DataFrame({"account": ["a"], "asset": ["USDT"], "balance": [1],
-                               "margin_mode": ["multi_asset"], "fee_tier": [0]}),
-     "row 1, column margin_mode"),
+                               "margin_mode": ["portfolio"], "fee_tier": [0]}),
+     "row 1, column margin_mode: unknown value"),
     ("accounts", pl.DataFrame({"account": ["a", "a"], "asset": ["USDT", "USDT"], "balance": [1, -2]}),
      "row 2, column balance: must be >= 0"),
     ("positions", pl.DataFrame({"account": ["a"], "symbol": ["BTCUSDT"], "qty": [5], "entry_price": [1]}),

@@ -1,0 +1,108 @@
+"""CLEARING.md section 6 (multi-asset mode) with its exact integers: Example 11 (tiered
+collateral: 350 ETH, the 500-ETH cap, MX, a negative USDT balance beside the ETH),
+Example 12 (compounding interest on debt), repayment order and conversion."""
+
+from __future__ import annotations
+
+import pytest
+
+from clearing.collateral import Collateral, CollateralTiers, collateral_value, effective_margin
+from clearing.settlement import CONVERSION, INTEREST, REPAYMENT, Clearing, FeeSchedule, SymbolSpec
+
+UNIT = 10**8  # minor units per whole unit of every asset here (minor unit 0.00000001)
+USDT = 10**8  # 1 USDT in USDT minor units
+
+
+def tiers(*rows: tuple[int, int]) -> CollateralTiers:
+    """Tiers from (upper bound in whole units, ratio over 1e8) rows."""
+    return CollateralTiers(tuple(b * UNIT for b, _ in rows), tuple(r for _, r in rows))
+
+
+ETH = tiers((100, 90_000_000), (200, 80_000_000), (300, 70_000_000), (400, 60_000_000))
+MX = tiers((10_000, 95_000_000), (20_000, 80_000_000), (30_000, 70_000_000))
+COLLATERAL = Collateral({"USDT": UNIT, "USDC": UNIT, "ETH": UNIT, "MX": UNIT},
+                        {"USDT": None, "USDC": None, "ETH": ETH, "MX": MX})
+PRICES = {"USDT": USDT, "ETH": 4_000 * USDT, "MX": 3 * USDT}
+
+
+@pytest.mark.parametrize("balances, expected_usdt", [
+    pytest.param({"ETH": 350 * UNIT}, 1_080_000, id="350 ETH at 4,000: 270 x 4,000"),
+    pytest.param({"ETH": 500 * UNIT}, 1_200_000, id="500 ETH: the last 100 count nothing"),
+    pytest.param({"MX": 25_000 * UNIT}, 63_000, id="25,000 MX at 3: 21,000 x 3"),
+    pytest.param({"ETH": 350 * UNIT, "USDT": -10_000 * USDT}, 1_070_000,
+                 id="a USDT debt of 10,000 beside the 350 ETH counts in full"),
+])
+def test_example_11_effective_margin(balances, expected_usdt):
+    assert effective_margin(balances, PRICES, COLLATERAL) == expected_usdt * USDT
+
+
+def test_collateral_rounds_down_and_a_liability_rounds_up():
+    # 1 minor unit of ETH at 4,000 USDT, 90%: 0.000036 USDT = 3,600 minor exactly; a
+    # price of 4,000.00000001 makes it 3,600.0000009: floor 3,600. A debt of 1 minor unit
+    # of ETH at that price: -4,000.00000001 minor: -ceil = -4,001.
+    price = 4_000 * USDT + 1
+    assert collateral_value(1, price, UNIT, ETH) == 3_600
+    assert collateral_value(-1, price, UNIT, ETH) == -4_001
+
+
+def multi_asset_clearing() -> Clearing:
+    c = Clearing({"BTCUSDT": SymbolSpec("USDT", 10_000)}, FeeSchedule(((0, 0),)))
+    c.collateral = COLLATERAL
+    c.asset_prices.update({"ETH": 4_000 * USDT, "MX": 3 * USDT})
+    c.multi.add("trader")
+    return c
+
+
+def test_example_12_interest_compounds_hourly_and_rounds_up():
+    c = multi_asset_clearing()
+    c.ledger.open_balance("trader", "USDT", -10_000 * USDT)
+    c.ledger.open_balance("trader", "ETH", 350 * UNIT)
+    charges = []
+    for hour in (1, 2, 3):
+        assert c.charge_interest(hour, {"USDT": 500}, f"interest:{hour}") == ["trader"]
+        charges.append([r for r in c.out if r[0] == INTEREST and r[1] == hour][0][6])
+    assert charges == [5_000_000, 5_000_025, 5_000_051]
+    assert -c.ledger.balance("trader", "USDT") == 1_000_015_000_076
+    assert c.ledger.balance(INTEREST, "USDT") == 15_000_076
+    assert c.accrued[("trader", "USDT")] == 15_000_076
+    assert c.ledger.balance("trader", "ETH") == 350 * UNIT  # collateral is not touched
+
+
+def test_a_repayment_clears_accrued_interest_first_then_principal():
+    c = multi_asset_clearing()
+    c.ledger.open_balance("trader", "USDT", -10_000 * USDT)
+    c.charge_interest(1, {"USDT": 500}, "interest:1")  # accrued 5,000,000 (0.05 USDT)
+    c.record_repayment(2, "trader", "USDT", 10_000 * USDT + 5_000_000, 3_000_000, "deposit", None, None)
+    c.record_repayment(3, "trader", "USDT", 10_000 * USDT + 2_000_000, 5 * USDT, "deposit", None, None)
+    rows = [r for r in c.out if r[0] == REPAYMENT]
+    assert [(r[4], r[5], r[6]) for r in rows] == [(3_000_000, 3_000_000, 0),
+                                                  (5 * USDT, 2_000_000, 5 * USDT - 2_000_000)]
+    assert ("trader", "USDT") not in c.accrued
+
+
+def test_a_conversion_is_two_ledger_pairs_and_conserves_each_asset():
+    c = multi_asset_clearing()
+    c.ledger.open_balance("trader", "ETH", 2 * UNIT)
+    # 0.5 ETH at 4,000 less a 0.1% spread: 1,998 USDT exactly.
+    paid = c.convert(1, "trader", "ETH", UNIT // 2, "USDT", 100_000, "transfer:1")
+    assert paid == 1_998 * USDT
+    assert c.ledger.balance("trader", "ETH") == UNIT + UNIT // 2
+    assert c.ledger.balance(CONVERSION, "ETH") == UNIT // 2
+    assert c.ledger.balance(CONVERSION, "USDT") == -1_998 * USDT
+    for asset in ("ETH", "USDT"):
+        assert c.conservation_gap(asset) == 0
+
+
+def test_a_multi_asset_pool_counts_every_balance_at_its_collateral_value():
+    c = multi_asset_clearing()
+    c.symbols["BTCUSDT"] = SymbolSpec("USDT", 10_000)
+    c.ledger.open_balance("trader", "ETH", 350 * UNIT)
+    c.ledger.open_balance("trader", "USDT", -10_000 * USDT)
+    c.ledger.open_balance("other", "USDT", 10**15)
+    c.load_position("trader", "BTCUSDT", 1_000, 300_000)  # 1 BTC long at 30,000
+    c.load_position("other", "BTCUSDT", -1_000, 300_000)
+    c.marks["BTCUSDT"] = 290_000  # 1,000 USDT down
+    assert c.pools("trader") == ["USDT"]
+    assert c.pool("trader", "USDT").equity == (1_070_000 - 1_000) * USDT
+    c.asset_prices["ETH"] = 2_000 * USDT  # the collateral halves: 540,000 - 10,000 - 1,000
+    assert c.pool("trader", "USDT").equity == 529_000 * USDT
