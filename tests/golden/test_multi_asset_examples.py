@@ -106,3 +106,44 @@ def test_a_multi_asset_pool_counts_every_balance_at_its_collateral_value():
     assert c.pool("trader", "USDT").equity == (1_070_000 - 1_000) * USDT
     c.asset_prices["ETH"] = 2_000 * USDT  # the collateral halves: 540,000 - 10,000 - 1,000
     assert c.pool("trader", "USDT").equity == 529_000 * USDT
+
+
+def test_a_multi_asset_liquidation_passes_collateral_and_debt_to_the_fund_which_converts_it():
+    # k = 1, maintenance 0.5%. A (multi-asset): 1 ETH (100 minor units per ETH) at 100 USDT,
+    # 80% -> 80 USDT of collateral, USDT -50 (debt), long 10 at 100. At mark 97: equity
+    # 80 - 50 - 30 = 0 <= maintenance 5 (4.85 rounded up): liquidated. The takeover at
+    # B = 970 realises -30 (USDT -80), so the effective margin is exactly 0. The USDT -80
+    # and the 1 ETH pass to the fund, which converts the ETH at 100 (no spread): +100 USDT,
+    # net +20 (the haircut). The parcel sells to the resting bid at 97 = B: no surplus.
+    from backtest.replay import RANK_MARKS, LiquidationRules, Replay
+    from clearing.margin import MarginTiers
+    from clearing.settlement import FUND
+    from matching import Matcher, SymbolRules
+    from matching.types import BUY, GTC, LIMIT, NEW, STP_CANCEL_TAKER
+
+    c = Clearing({"X": SymbolSpec("USDT", 1, MarginTiers.from_rows([[0, 500_000, 0]], max_leverage=20))},
+                 FeeSchedule(((0, 0),)))
+    c.collateral = Collateral({"USDT": 1, "ETH": 100}, {"USDT": None, "ETH": CollateralTiers((1_000,), (80_000_000,))})
+    c.asset_prices["ETH"] = 100
+    c.multi.add("A")
+    for account, asset, balance in (("A", "USDT", -50), ("A", "ETH", 100), ("S", "USDT", 10**6),
+                                    ("maker", "USDT", 10**6), (FUND, "USDT", 1_000)):
+        c.ledger.open_balance(account, asset, balance)
+    c.load_position("A", "X", 10, 100)
+    c.load_position("S", "X", -10, 100)
+    replay = Replay(Matcher({"X": SymbolRules()}), c, [], LiquidationRules(execution="sweep", band=5_000_000,
+                                                                          one_unit={"USDT": 1}))
+    for account in sorted(c.positions):
+        replay.watch.check(account)
+    replay.orders(([1], [NEW], ["maker"], ["X"], [1], [BUY], [LIMIT], [GTC], [97], [10], [STP_CANCEL_TAKER], [False]))
+    replay.schedule([(2, RANK_MARKS, 2, "mark", "X", 97)])
+    replay.until(2)
+    assert (c.ledger.balance("A", "USDT"), c.ledger.balance("A", "ETH")) == (0, 0)
+    assert c.positions.get("A") is None
+    assert c.ledger.balance(FUND, "USDT") == 1_020 and c.ledger.balance(FUND, "ETH") == 0
+    assert (c.ledger.balance(CONVERSION, "ETH"), c.ledger.balance(CONVERSION, "USDT")) == (100, -100)
+    takeover = [r[3] for r in replay.out if r[0] == "insurance" and r[5] == "collateral_takeover"]
+    assert takeover == [100, -80]  # assets in name order: the ETH converted, then the USDT debt
+    assert [p.exit_notional for p in c.parcels] == [970]
+    for asset in ("USDT", "ETH"):
+        assert c.conservation_gap(asset) == 0
