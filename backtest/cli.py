@@ -166,6 +166,36 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the diff as one JSON object (for CI)")
     d.add_argument("--force", action="store_true", help="diff runs of different datasets anyway")
 
+    sw = sub.add_parser("sweep", help="every dataset x rule set as independent runs, one comparison table",
+                        formatter_class=fmt,
+                        description="Run `backtest run` for every (DATASET, rule set) pair into "
+                                    "DIR/runs/<dataset folder name>/<rule file stem>/ on a local "
+                                    "process pool (--jobs) or a Ray cluster (--ray). A run already "
+                                    "complete in DIR (same dataset content, same rules) is skipped, "
+                                    "so a crashed sweep resumes; a run that fails is reported in "
+                                    "DIR/failures.json and the others go on. Then writes "
+                                    "DIR/sweep.parquet (one row per run: status and headline "
+                                    "figures, sorted by dataset and rules) and DIR/sweep.html. The "
+                                    "files are byte-identical however the runs were scheduled. "
+                                    "Exit status 1 if any run failed. docs/sweep.md has the columns.",
+                        epilog="examples:\n"
+                               "  backtest sweep data/day1 data/day2 --rules dataset examples/strict.toml "
+                               "examples/ioc.toml --out runs/sweep\n"
+                               "  backtest sweep data/day* --rules examples/strict.toml --out runs/sweep "
+                               "--ray 10.0.0.5:6379")
+    sw.add_argument("datasets", type=Path, nargs="+", metavar="DATASET")
+    sw.add_argument("--rules", dest="rule_files", nargs="+", default=[], metavar="RULES.toml",
+                    help="rule files, each a variant named after its stem; the word `dataset` "
+                         "stands for the dataset's own rules (the only variant without --rules)")
+    sw.add_argument("--out", type=Path, required=True, metavar="DIR", help="the sweep folder")
+    sw.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="local worker processes (default: the CPUs this process may use; 1 runs "
+                         "serially in this process)")
+    sw.add_argument("--ray", dest="ray_address", metavar="ADDRESS",
+                    help="run on the Ray cluster at ADDRESS (host:port of its head) instead of the "
+                         "local pool; needs the `ray` extra, and every node needs this project "
+                         "and the same paths")
+
     b = sub.add_parser("bench", help="throughput figures for the README", formatter_class=fmt,
                        description="Matcher-alone instructions per second (orders loaded before "
                                    "the clock starts; median of --rounds), `backtest match` end "
@@ -315,6 +345,47 @@ def _cmd_bench(cfg: Config) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(ns: argparse.Namespace, err: Console) -> int:
+    from backtest.sweep import OWN_RULES, STATUS_OK, SweepConfig, default_jobs, run_sweep
+
+    cfg = SweepConfig(datasets=tuple(ns.datasets),
+                      rule_files=tuple(None if r == OWN_RULES else Path(r) for r in ns.rule_files),
+                      out=ns.out, jobs=default_jobs() if ns.jobs is None else ns.jobs,
+                      ray_address=ns.ray_address)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=err,
+                  transient=True) as progress:
+        bar = progress.add_task("sweep", total=None, counts="")
+        counts = {"done": 0, "failed": 0, "skipped": 0}
+
+        def show() -> None:
+            progress.update(bar, completed=counts["done"] + counts["failed"] + counts["skipped"],
+                            counts=f"{counts['done']} done, {counts['failed']} failed, "
+                                   f"{counts['skipped']} skipped")
+
+        def on_plan(total: int, skipped: int) -> None:
+            counts["skipped"] = skipped
+            progress.update(bar, total=total)
+            show()
+
+        def on_result(task, result: dict) -> None:
+            counts["done" if result["status"] == STATUS_OK else "failed"] += 1
+            if result["status"] != STATUS_OK:
+                err.print(f"[red]run failed:[/red] {escape(task.run)}: {escape(result['error'] or '')}",
+                          highlight=False, soft_wrap=True)
+            show()
+
+        result = run_sweep(cfg, on_plan=on_plan, on_result=on_result)
+    statuses = list(result.statuses.values())
+    failed = statuses.count("failed")
+    print(f"sweep of {len(statuses):,} runs: {statuses.count('ok'):,} replayed, "
+          f"{statuses.count('skipped'):,} skipped (already complete), {failed:,} failed")
+    if failed:
+        print(f"failures: {result.failures}")
+    print(f"table: {result.parquet}; page: {result.html}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def _cmd_generate(cfg: Config, err: Console) -> int:
     from datasets.generate import write_clearing_dataset, write_order_dataset
 
@@ -423,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(cfg)
         if cfg.command == "bench":
             return _cmd_bench(cfg)
+        if cfg.command == "sweep":
+            return _cmd_sweep(ns, err)
         return _cmd_generate(cfg, err)
     except InputError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
