@@ -20,7 +20,7 @@ CHROMIUM := /usr/bin/chromium
 CHROMIUM_VERSION := 156.0.8078.79-1~deb12u1
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench bench-check clean
 
 $(STAMP): $(DEPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,11 +45,13 @@ $(CHROMIUM):
 	  || DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 # The whole suite on the compiled modules, then the matching, clearing and replay suites
-# (and clearing's doctests) again on the pure-Python reference modules, then one pass of each benchmark (timing off) so the suites stay runnable.
+# (and clearing's doctests) again on the pure-Python reference modules, then one pass of each benchmark (timing off) so the suites stay runnable,
+# then the benchmark gate.
 test: $(STAMP) $(CHROMIUM)
-	BACKTEST_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest
+	BACKTEST_REQUIRE_CHROMIUM=1 BACKTEST_REQUIRE_RAY=1 $(BIN)/python -m pytest
 	PURE_PYTHON=1 $(BIN)/python -m pytest tests/matching tests/clearing tests/golden tests/backtest clearing
 	$(BIN)/python -m pytest bench -m bench -q
+	$(MAKE) --no-print-directory bench-check
 
 # A developer's quick loop: skips the slow end-to-end cases (CI runs them).
 test-fast: $(STAMP)
@@ -58,6 +60,11 @@ test-fast: $(STAMP)
 # Timed benchmarks (pytest-benchmark); figures go to the README's performance table.
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench -m bench --benchmark-enable --benchmark-columns=min,median,rounds
+
+# The benchmark gate (bench/gate.py, docs/bench.md): fails when the matcher's hot loop is more
+# than 1.5x slower than bench/baseline.json, relative to a calibration run beside it. About 10 s.
+bench-check: $(STAMP)
+	$(BIN)/python -m bench.gate
 
 clean:
 	rm -rf $(VENV) build *.egg-info matching/*.c matching/*.so clearing/*.c clearing/*.so backtest/*.c backtest/*.so runs data/crash-day
