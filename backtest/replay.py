@@ -930,7 +930,7 @@ class Replay:
         if kind == "set_mode":
             reason = self._set_mode_refusal(account, amount)
         elif kind == "repay":
-            reason = self._repay_refusal(account, asset, amount, repay_with)
+            reason, given = self._repay_plan(account, asset, amount, repay_with)
         elif kind == "withdraw":
             if amount > ledger.balance(account, asset):
                 reason = R_INSUFFICIENT_BALANCE
@@ -954,12 +954,7 @@ class Replay:
                     c.multi.discard(account)
             elif kind == "repay":
                 owed = -ledger.balance(account, asset)
-                assert repay_with is not None
-                spread = self.conversion_spread
-                args = (c.price_of(repay_with), c.collateral.per_unit[repay_with], c.price_of(asset),
-                        c.collateral.per_unit[asset], spread)
-                given = needed_to_convert(min(amount, owed), *args)
-                got = c.convert(ts, account, repay_with, given, asset, spread, reference)
+                got = c.convert(ts, account, repay_with, given, asset, self.conversion_spread, reference)
                 c.record_repayment(ts, account, asset, owed, got, "repay", repay_with, given)
             elif amount:
                 owed = -ledger.balance(account, asset)
@@ -986,20 +981,23 @@ class Replay:
             return R_MODE_SWITCH_BLOCKED
         return None
 
-    def _repay_refusal(self, account: str, asset: str, amount: int, repay_with: str | None) -> str | None:
+    def _repay_plan(self, account: str, asset: str, amount: int,
+                    repay_with: str | None) -> tuple[str | None, int]:
+        """(reject reason or None, the amount of `repay_with` to convert): the least that
+        pays min(amount, the debt) of `asset` at the price less the conversion spread."""
         c = self.clearing
         if account not in c.multi or c.collateral is None or repay_with is None or repay_with == asset:
-            return R_NOT_SUPPORTED
-        if c.ledger.balance(account, asset) >= 0:
-            return R_NO_DEBT
-        if c.price_of(repay_with) is None or c.price_of(asset) is None:
-            return R_NO_PRICE
+            return R_NOT_SUPPORTED, 0
         owed = -c.ledger.balance(account, asset)
+        if owed <= 0:
+            return R_NO_DEBT, 0
+        if c.price_of(repay_with) is None or c.price_of(asset) is None:
+            return R_NO_PRICE, 0
         need = needed_to_convert(min(amount, owed), c.price_of(repay_with), c.collateral.per_unit[repay_with],
                                  c.price_of(asset), c.collateral.per_unit[asset], self.conversion_spread)
         if amount == 0 or need > c.ledger.balance(account, repay_with):
-            return R_INSUFFICIENT_BALANCE
-        return None
+            return R_INSUFFICIENT_BALANCE, 0
+        return None, need
 
     def _asset_price(self, ts: int, asset: str, price: int) -> None:
         """An `asset_prices` row: the collateral (and debt) of multi-asset accounts is valued
