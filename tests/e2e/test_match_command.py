@@ -192,3 +192,15 @@ def test_bench_json_prints_the_matcher_rate(small_dataset, capsys):
     assert result["messages"] == 5000
     assert result["matcher_msgs_per_s"] > 0 and result["match_pipeline_msgs_per_s"] > 0
     assert result["replay_events_per_s"] is None  # no margin rules: nothing to clear
+
+
+def test_two_crash_days_with_one_seed_are_byte_identical_and_another_seed_differs(tmp_path):
+    for name, seed in (("a", "4"), ("b", "4"), ("c", "5")):
+        assert main(["generate", "crash-day", str(tmp_path / name), "--n", "20000", "--accounts", "100",
+                     "--hours", "1", "--seed", seed]) == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["accounts.parquet", "dataset.toml", "funding.parquet", "marks.parquet", "orders.parquet",
+                     "positions.parquet", "premium_index.parquet", "transfers.parquet"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "orders.parquet").read_bytes() != (tmp_path / "c" / "orders.parquet").read_bytes()
