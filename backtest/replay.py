@@ -97,6 +97,24 @@ R_NO_PRICE = "no_price"  # a conversion of an asset with no price yet
 R_MULTI_ASSET_INSTRUMENT = "multi_asset_instrument"  # multi-asset mode serves USDT-M only (yet)
 
 
+def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
+    """A user holding the side opposite a parcel (ADL's counterparty). A module function,
+    not a closure: a closure in the compiled generator would tie its frame into a cycle
+    that only the cyclic collector (paused in the replay) frees."""
+    pos = holders.get(account)
+    return pos is not None and (pos.qty > 0) != long_parcel and not is_exchange_account(account)
+
+
+def _valued(k: int, mark: int | None, k_factor: int, pos, held: int) -> int:
+    """What k of a position's `held` lots count for in its equity now: their mark notional,
+    or before the first mark their entry cost (as clearing values them)."""
+    if mark is not None:
+        return k * mark * k_factor
+    if k == held:
+        return pos.cost
+    return div_ceil(pos.cost * k, held) if pos.qty > 0 else (pos.cost * k) // held
+
+
 class Replay:
     """State of one replay: the matcher, clearing, the margin watch and the output list."""
 
@@ -777,20 +795,17 @@ class Replay:
         orders. A rank depends only on the marks, the account's balance and positions."""
         c = self.clearing
         holders = c.holders[symbol]
-
-        def candidate(account: str) -> bool:
-            pos = holders.get(account)
-            return pos is not None and (pos.qty > 0) != long_parcel and not is_exchange_account(account)
-
         changed = c.ledger.changed
         key = (symbol, long_parcel)
         cached = self._adl_cache.get(key) if self._use_adl_cache else None
         if cached is None or cached[0] != self._mark_version:
-            order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders if candidate(a)])
+            order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders
+                                if _adl_candidate(holders, a, long_parcel)])
             cached = self._adl_cache[key] = (self._mark_version, len(changed), order)
         _, seen, order = cached
         stale = set(changed[seen:])
-        fresh = rank_order([(a, self._rank(a, asset, symbol)) for a in sorted(stale) if candidate(a)])
+        fresh = rank_order([(a, self._rank(a, asset, symbol)) for a in sorted(stale)
+                            if _adl_candidate(holders, a, long_parcel)])
         i = j = 0
         while True:
             while i < len(order) and order[i][0] in stale:
@@ -808,7 +823,7 @@ class Replay:
                     pick, i = a, i + 1
                 else:
                     pick, j = b, j + 1
-            if candidate(pick[0]):
+            if _adl_candidate(holders, pick[0], long_parcel):
                 yield pick
 
     def _adl_capacity(self, account: str, parcel: Parcel, most: int) -> int:
@@ -825,21 +840,12 @@ class Replay:
         pos = c.holders[parcel.symbol][account]
         held = abs(pos.qty)
         equity = c.pool(account, c.pool_asset(account, parcel.symbol)).equity
-
-        def valued(k: int) -> int:
-            """What k of the account's lots count for in its equity now: their mark
-            notional, or before the first mark their entry cost (as clearing values them)."""
-            if mark is not None:
-                return k * mark * spec.k
-            if k == held:
-                return pos.cost
-            return div_ceil(pos.cost * k, held) if pos.qty > 0 else (pos.cost * k) // held
-
         rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1] if self.liquidation.adl_fees else 0
 
         def after(k: int) -> int:
             n = parcel.removal(k)
-            return equity + (valued(k) - n if parcel.qty > 0 else n - valued(k)) - fee(n, rate)
+            v = _valued(k, mark, spec.k, pos, held)
+            return equity + (v - n if parcel.qty > 0 else n - v) - fee(n, rate)
 
         if after(most) >= 0:
             return most
