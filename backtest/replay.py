@@ -153,7 +153,7 @@ class Replay:
         # ADL rank cache (see _ranked): ranks hold until the next mark, except for the
         # accounts whose balance or position changed since (the ledger's change log).
         self._mark_version = 0
-        self._adl_cache: dict[tuple[str, bool], tuple[int, int, list]] = {}
+        self._adl_cache: dict[tuple[str, bool], list] = {}
         self._use_adl_cache = adl_cache  # False: rank every holder at every ADL (tests)
         self.liquidated = 0  # liquidation events (an account's pool at a time)
         # Book depth near the touch, sampled at the first mark of a symbol at least
@@ -792,7 +792,10 @@ class Replay:
         cost (liquidations x holders); instead the full ranking is built once per mark and
         side, and each later ADL re-ranks only the accounts whose balance or position
         changed since (the ledger's change log, cleared at every mark), merging the two
-        orders. A rank depends only on the marks, the account's balance and positions."""
+        orders. The re-ranked accounts keep their ranks from one ADL to the next within the
+        mark (a later change logs the account again), so each ADL ranks only what changed
+        since the previous one. A rank depends only on the marks, the account's balance and
+        positions."""
         c = self.clearing
         holders = c.holders[symbol]
         changed = c.ledger.changed
@@ -801,11 +804,16 @@ class Replay:
         if cached is None or cached[0] != self._mark_version:
             order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders
                                 if _adl_candidate(holders, a, long_parcel)])
-            cached = self._adl_cache[key] = (self._mark_version, len(changed), order)
-        _, seen, order = cached
-        stale = set(changed[seen:])
-        fresh = rank_order([(a, self._rank(a, asset, symbol)) for a in sorted(stale)
-                            if _adl_candidate(holders, a, long_parcel)])
+            # [mark version, log position ranked up to, full order, re-ranked accounts'
+            # ranks (None: no longer a candidate), their order]
+            cached = self._adl_cache[key] = [self._mark_version, len(changed), order, {}, []]
+        _, seen, order, reranked, fresh = cached
+        if seen < len(changed):
+            for a in sorted(set(changed[seen:])):
+                reranked[a] = (self._rank(a, asset, symbol),) if _adl_candidate(holders, a, long_parcel) else None
+            fresh = cached[4] = rank_order([(a, r[0]) for a, r in reranked.items() if r is not None])
+            cached[1] = len(changed)
+        stale = reranked
         i = j = 0
         while True:
             while i < len(order) and order[i][0] in stale:
