@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, better, binance_rank,
-                                  bitmex_rank, equity_shares, rank_order, rank_text, safe_price,
-                                  sweep_size)
+                                  bitmex_rank, equity_shares, order_keyed, rank_keys, rank_order,
+                                  rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import OrderIntent, check_order
 from clearing.collateral import needed_to_convert
@@ -804,14 +804,19 @@ class Replay:
         if cached is None or cached[0] != self._mark_version:
             order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders
                                 if _adl_candidate(holders, a, long_parcel)])
-            # [mark version, log position ranked up to, full order, re-ranked accounts'
-            # ranks (None: no longer a candidate), their order]
+            # [mark version, log position ranked up to, full order, re-ranked accounts
+            # (-> still a candidate), their order, then their keyed entries (rank_keys)]
             cached = self._adl_cache[key] = [self._mark_version, len(changed), order, {}, []]
-        _, seen, order, reranked, fresh = cached
+        _, seen, order, reranked, fresh = cached[:5]
         if seen < len(changed):
-            for a in sorted(set(changed[seen:])):
-                reranked[a] = (self._rank(a, asset, symbol),) if _adl_candidate(holders, a, long_parcel) else None
-            fresh = cached[4] = rank_order([(a, r[0]) for a, r in reranked.items() if r is not None])
+            batch = sorted(set(changed[seen:]))
+            for a in batch:
+                reranked[a] = _adl_candidate(holders, a, long_parcel)
+            gone = set(batch)
+            keyed = [e for e in cached[5] if e[1][0] not in gone] if len(cached) > 5 else []
+            keyed += rank_keys([(a, self._rank(a, asset, symbol)) for a in batch if reranked[a]])
+            fresh = cached[4] = order_keyed(keyed)
+            cached[5:] = [keyed]
             cached[1] = len(changed)
         stale = reranked
         i = j = 0
