@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from backtest.report import COLORS, NS_PER_MIN, NS_PER_S, STYLE, line_plot
+from backtest.report import COLORS, STYLE, line_plot, time_bucket, time_unit
 from matching.errors import InputError
 
 HEADLINE = (  # (label, path into summary.json)
@@ -219,7 +219,7 @@ def build_diff_html(diff: dict, run_a: Path, run_b: Path) -> str:
     start = min(int(t.min()) for t in times) if times else 0
     end = max(int(t.max()) for t in times) if times else 0
     span = end - start
-    unit, x_label = (NS_PER_S, "seconds from the start") if span < 10 * NS_PER_MIN else (NS_PER_MIN, "minutes from the start")
+    unit, x_label = time_unit(span)
     axis = (0.0, span / unit)
 
     def x(ts: pl.Series) -> list[float]:
@@ -237,7 +237,7 @@ def build_diff_html(diff: dict, run_a: Path, run_b: Path) -> str:
     plots.append(line_plot("fund", f"Insurance fund balance ({assets}, whole units)", fa[0], fa[1],
                            y_fmt=",.2f", x_label=x_label, x_range=axis, label=label_a,
                            more=[(label_b, fb[0], fb[1], COLORS["line2"])]))
-    bucket = NS_PER_MIN if span >= 30 * NS_PER_MIN else max(1, -(-span // (30 * NS_PER_S))) * NS_PER_S
+    bucket, bucket_label = time_bucket(span)
     buckets = span // bucket + 1
 
     def per_bucket(frame: pl.DataFrame) -> list[float]:
@@ -247,7 +247,7 @@ def build_diff_html(diff: dict, run_a: Path, run_b: Path) -> str:
         return counts
 
     centres = [(i + 0.5) * bucket / unit for i in range(buckets)]
-    plots.append(line_plot("liquidations_count", f"Liquidations per {bucket // NS_PER_S:,} s (count)",
+    plots.append(line_plot("liquidations_count", f"Liquidations per {bucket_label} (count)",
                            centres, per_bucket(liq_a), x_label=x_label, x_range=axis, label=label_a,
                            more=[(label_b, centres, per_bucket(liq_b), COLORS["line2"])]))
 

@@ -115,12 +115,12 @@ STYLE = ("body{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222
          ".title{font-size:13px;font-weight:bold}.label{font-size:10px;fill:#555}.axis{stroke:#999}")
 
 
-def _time_unit(span_ns: int) -> tuple[int, str]:
+def time_unit(span_ns: int) -> tuple[int, str]:
     """The x axis unit: seconds for a replay under 10 minutes, minutes otherwise."""
     return (NS_PER_S, "seconds from the start") if span_ns < 10 * NS_PER_MIN else (NS_PER_MIN, "minutes from the start")
 
 
-def _bucket(span_ns: int) -> tuple[int, str]:
+def time_bucket(span_ns: int) -> tuple[int, str]:
     """Bars per time bucket: a minute on a long replay, else about 30 buckets of whole seconds."""
     if span_ns >= 30 * NS_PER_MIN:
         return NS_PER_MIN, "minute"
@@ -146,8 +146,8 @@ def build_report(run: Path, dataset: Path | None) -> str:
     if marks is not None and marks.height:
         ends.append(marks["ts"].max())
     span = (max(ends) - start) if ends else 0
-    unit, x_label = _time_unit(span)
-    bucket, bucket_label = _bucket(span)
+    unit, x_label = time_unit(span)
+    bucket, bucket_label = time_bucket(span)
 
     def _minutes(ts: pl.Series, start: int) -> list[float]:
         return [(t - start) / unit for t in ts.to_list()]
