@@ -41,7 +41,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
 from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import OrderIntent, check_order
 from clearing.collateral import needed_to_convert
-from clearing.settlement import FILL_ROW, FUND, INSURANCE, Clearing, is_exchange_account
+from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
 from matching import Matcher
 from matching.types import (AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, R_REDUCE_ONLY,
@@ -993,10 +993,11 @@ class Replay:
             return R_NOT_SUPPORTED  # 1: multi_asset, 0: single_asset; nothing else
         if amount and c.collateral is None:
             return R_NOT_SUPPORTED
-        if c.positions.get(account) or self._orders_margin(account, c.valuation) or any(
+        if c.positions.get(account) or any(
                 self.matcher.orders.get(oid) is not None for oid in self.open_orders.get(account, ())):
             return R_MODE_SWITCH_BLOCKED
-        if any(b < 0 for (a, _), b in c.ledger.balances.items() if a == account):
+        assets = c.collateral.per_unit if c.collateral is not None else self._settle_assets
+        if any(c.ledger.balance(account, a) < 0 for a in assets):  # debt
             return R_MODE_SWITCH_BLOCKED
         return None
 
@@ -1057,9 +1058,6 @@ class Replay:
             c.ledger.post(ts, FUND, asset, balance, "insurance", reference)
             if balance > 0 and c.price_of(asset) is not None:
                 got = c.convert(ts, FUND, asset, balance, valuation, 0, reference)
-                # convert() booked the fund's valuation leg as a plain ledger entry: record
-                # the fund's balance after it as an insurance_fund row.
-                self.out.append((INSURANCE, ts, valuation, got, c.ledger.balance(FUND, valuation),
-                                 "collateral_takeover", liquidation_id))
+                c.fund_record(ts, valuation, got, "collateral_takeover", liquidation_id)
             c.accrued.pop((account, asset), None)
         c.accrued.pop((account, valuation), None)

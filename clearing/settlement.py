@@ -248,7 +248,11 @@ class Clearing:
         if amount == 0:
             return
         self.ledger.post(ts, FUND, asset, amount, kind, reference)
-        self.out.append((INSURANCE, ts, asset, amount, self.ledger.balance(FUND, asset), cause,
+        self.fund_record(ts, asset, amount, cause, liquidation_id)
+
+    def fund_record(self, ts: int, asset: str, change: int, cause: str, liquidation_id: int | None) -> None:
+        """The `insurance_fund` row of a change already booked to the fund's balance."""
+        self.out.append((INSURANCE, ts, asset, change, self.ledger.balance(FUND, asset), cause,
                          liquidation_id))
 
     # ------------------------------------------------------------------ liquidation

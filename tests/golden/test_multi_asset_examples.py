@@ -147,3 +147,37 @@ def test_a_multi_asset_liquidation_passes_collateral_and_debt_to_the_fund_which_
     assert [p.exit_notional for p in c.parcels] == [970]
     for asset in ("USDT", "ETH"):
         assert c.conservation_gap(asset) == 0
+
+
+def test_set_mode_is_refused_while_the_account_holds_a_position_an_order_or_debt():
+    from backtest.replay import RANK_TRANSFERS, LiquidationRules, Replay
+    from matching import Matcher, SymbolRules
+    from matching.types import BUY, GTC, LIMIT, NEW, STP_CANCEL_TAKER
+
+    from clearing.margin import MarginTiers
+
+    c = Clearing({"X": SymbolSpec("USDT", 1, MarginTiers.from_rows([[0, 500_000, 0]], max_leverage=20))},
+                 FeeSchedule(((0, 0),)))
+    c.collateral = Collateral({"USDT": 1}, {"USDT": None})
+    for account in ("A", "B"):
+        c.ledger.open_balance(account, "USDT", 1_000)
+    c.load_position("B", "X", 1, 100)
+    c.load_position("A", "X", -1, 100)
+    replay = Replay(Matcher({"X": SymbolRules()}), c, [], LiquidationRules(one_unit={"USDT": 1}))
+
+    def switch(ts, account, amount):
+        replay.schedule([(ts, RANK_TRANSFERS, ts, "transfer", ts, account, "set_mode", "USDT", amount, None)])
+        replay.until(ts)
+        return [r for r in replay.out if r[0] == "transfer"][-1][6:]
+
+    assert switch(1, "A", 1) == ("rejected", "mode_switch_blocked")  # a position
+    c.ledger.open_balance("C", "USDT", 500)
+    replay.orders(([2], [NEW], ["C"], ["X"], [1], [BUY], [LIMIT], [GTC], [90], [1], [STP_CANCEL_TAKER], [False]))
+    assert switch(3, "C", 1) == ("rejected", "mode_switch_blocked")  # an open order
+    c.ledger.open_balance("D", "USDT", 0)
+    assert switch(4, "D", 1) == ("applied", None) and "D" in c.multi
+    c.ledger.balances[("D", "USDT")] = -5  # debt, as fees or losses would leave it
+    assert switch(5, "D", 0) == ("rejected", "mode_switch_blocked")
+    c.ledger.balances[("D", "USDT")] = 0
+    assert switch(6, "D", 0) == ("applied", None) and "D" not in c.multi
+    assert switch(7, "D", 2) == ("rejected", "not_supported_yet")
