@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from datasets.folders import file_sha256
 from matching import Matcher
+from matching.market import MarketBook
 from matching.types import BUY, EVENT_NAMES, FILL, FILLED, SELL, SIDE_NAMES
 
 INT64_MAX = 2**63 - 1
@@ -221,14 +222,18 @@ class MatchOutputWriter:
 
 def write_book_final(matcher: Matcher, path: Path) -> int:
     """One row per price level: symbols in name order, bids best first, then asks best
-    first. Returns the row count."""
+    first. Returns the row count. A market-data book (matching/market.py) gives its rows
+    itself: visible recorded lots plus ours, the recorded lots counting as one order."""
     cols: list[list] = [[] for _ in BOOK_SCHEMA]
     for symbol in sorted(matcher.books):
         book = matcher.books[symbol]
         for side in (BUY, SELL):
-            for level in book.levels_in_priority(side):
-                for col, v in zip(cols, (symbol, SIDE_NAMES[side], level.price, level.qty,
-                                         len(level.orders))):
+            if isinstance(book, MarketBook):
+                rows = book.levels_in_priority(side)
+            else:
+                rows = [(lv.price, lv.qty, len(lv.orders)) for lv in book.levels_in_priority(side)]
+            for price, qty, count in rows:
+                for col, v in zip(cols, (symbol, SIDE_NAMES[side], price, qty, count)):
                     col.append(v)
     pq.write_table(pa.table(cols, schema=BOOK_SCHEMA), path, compression="zstd")
     return len(cols[0])

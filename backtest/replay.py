@@ -1,9 +1,17 @@
 """The order-flow replay with clearing: every input stream merged into one sequence.
 
 Streams merge by (ts, stream rank, seq) (CLEARING.md section 7): 0 transfers, 1 marks,
-3 funding times, 7 orders (ranks 2 asset_prices, 4 interest, 5 depth, 6 trades belong to
-later issues and slot into the same merge). `orders` stream from Parquet in batches; the
-other tables are small and are loaded whole into one sorted list of events.
+2 asset_prices, 3 funding times, 4 interest times, 5 depth, 6 trades, 7 orders. `orders`
+stream from Parquet in batches, and so does the recorded market data of a market-data
+replay (`depth` and `trades` merged, datasets/market_stream.py); the other tables are small
+and are loaded whole into one sorted list of events. `until(ts)` applies the events and
+market rows up to ts in merge order (at one ts the events' ranks 0-4 come first).
+
+A market-data replay runs on a `matching.market.MarketMatcher`: the recorded book is the
+`market` account's liquidity; a depth row sets a level's recorded size and a recorded trade
+advances our queues, and either may fill our resting orders (the market is the taker);
+those fills clear like any other (the market pays no fees), then the accounts they touched
+are checked. Liquidation orders take from that book.
 
 Per event:
 - order `new`: the matcher's door checks, then the pre-trade checks (clearing/pretrade.py:
@@ -31,7 +39,7 @@ calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -44,6 +52,7 @@ from clearing.collateral import needed_to_convert
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
 from matching import Matcher
+from matching.market import MarketMatcher
 from matching.types import (AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, R_REDUCE_ONLY,
                              REJECTED, SELL)
 
@@ -88,6 +97,7 @@ class Leg:
     fee_income: int = 0  # liquidation fee paid to the fund
 
 RANK_TRANSFERS, RANK_MARKS, RANK_ASSET_PRICES, RANK_FUNDING, RANK_INTEREST = 0, 1, 2, 3, 4
+RANK_DEPTH, RANK_TRADES = 5, 6  # datasets/market_stream.py keeps the same numbers
 
 R_INSUFFICIENT_BALANCE = "insufficient_balance"
 R_NOT_SUPPORTED = "not_supported_yet"
@@ -121,8 +131,11 @@ class Replay:
     def __init__(self, matcher: Matcher, clearing: Clearing, events: list[tuple],
                  liquidation: LiquidationRules | None = None, *, adl_cache: bool = True,
                  depth_every_ns: int = 0, depth_band_bps: int = 100,
-                 interest_rates: dict[str, int] | None = None, conversion_spread: int = 0) -> None:
+                 interest_rates: dict[str, int] | None = None, conversion_spread: int = 0,
+                 market: Iterable[tuple[list, ...]] | None = None,
+                 market_batch: Callable[[int, int], None] | None = None) -> None:
         self.matcher = matcher
+        self.market_mode = isinstance(matcher, MarketMatcher)
         self.clearing = clearing
         self.watch = MarginWatch(clearing)
         self.out: list[tuple] = clearing.out
@@ -130,7 +143,16 @@ class Replay:
         self.seq = 0  # sequence number of the last record in `out` (drained or not)
         self.events = events  # sorted (ts, rank, seq, kind, *payload)
         self._next = 0
-        self._next_ts = events[0][0] if events else None
+        # Recorded market data (datasets/market_stream.py batches): the current batch, the
+        # index of its next row, and that row's ts (None when the stream is done).
+        self._market = iter(market) if market is not None else None
+        self._mk: tuple[list, ...] = ()
+        self._mk_i = 0
+        self._mk_ts: int | None = None
+        self.market_rows = 0  # market rows applied
+        self._market_batch = market_batch  # called (rows applied, ts) before each new batch
+        self._load_market()
+        self._next_ts = self._first_ts()
         self.open_orders: dict[str, list[int]] = {}  # account -> ids that may rest
         self._reduce_only: dict[str, list[int]] = {}  # account -> resting reduce-only ids
         # account -> symbol -> (open qty, highest limit, count): see _orders_margin_bound.
@@ -236,12 +258,44 @@ class Replay:
         pending = sorted(self.events[self._next:] + list(events), key=lambda e: e[:3])
         del self.events[self._next:]
         self.events += pending
-        self._next_ts = self.events[self._next][0] if self._next < len(self.events) else None
+        self._next_ts = self._first_ts()
+
+    def _first_ts(self) -> int | None:
+        """The ts of the next event or market row, whichever comes first (None: none left)."""
+        ets = self.events[self._next][0] if self._next < len(self.events) else None
+        mts = self._mk_ts
+        if ets is None:
+            return mts
+        return ets if mts is None or ets <= mts else mts
+
+    def _load_market(self) -> None:
+        """Move to the next batch of market rows (or mark the stream done)."""
+        self._mk_ts = None
+        if self._market is None:
+            return
+        if self._market_batch is not None and self.market_rows:
+            done = self._mk[0]  # (no negative index: compiled without wraparound)
+            self._market_batch(self.market_rows, done[len(done) - 1])
+        for batch in self._market:
+            if batch[0]:
+                self._mk, self._mk_i, self._mk_ts = batch, 0, batch[0][0]
+                return
+        self._market = None
 
     def until(self, ts: int | None) -> None:
-        """Apply every non-order event with ts <= `ts` (all of them for None)."""
+        """Apply every non-order event and market row with ts <= `ts` (all of them for
+        None), in merge order: at one ts the events (ranks 0-4) before the market rows."""
         events = self.events
-        while self._next < len(events) and (ts is None or events[self._next][0] <= ts):
+        while True:
+            ets = events[self._next][0] if self._next < len(events) else None
+            mts = self._mk_ts
+            if ets is None or (mts is not None and mts < ets):
+                if mts is None or (ts is not None and mts > ts):
+                    break
+                self._market_row()
+                continue
+            if ts is not None and ets > ts:
+                break
             event = events[self._next]
             self._next += 1
             kind = event[3]
@@ -255,7 +309,36 @@ class Replay:
                 self._interest(event[0])
             else:
                 self._transfer(event[0], *event[4:])
-        self._next_ts = events[self._next][0] if self._next < len(events) else None
+        self._next_ts = self._first_ts()
+
+    def _market_row(self) -> None:
+        """Apply the next recorded depth or trade row (datasets/market_stream.py columns),
+        clear the fills it made against our resting orders, check the accounts they touched."""
+        ts_col, rank_col, _, symbol_col, side_col, price_col, qty_col, snap_col, end_col = self._mk
+        i = self._mk_i
+        ts = ts_col[i]
+        symbol = symbol_col[i]
+        matcher = self.matcher
+        n0 = len(self.out)
+        if rank_col[i] == RANK_TRADES:
+            matcher.trade(ts, symbol, price_col[i], qty_col[i], side_col[i])
+        else:
+            matcher.depth(ts, symbol, side_col[i], price_col[i], qty_col[i], snap_col[i])
+            if end_col[i]:
+                matcher.end_snapshot(ts, symbol)
+        self.market_rows += 1
+        if len(self.out) > n0:
+            touched = self._clear_fills(ts, n0)
+            if touched:
+                if self._reduce_only:
+                    self._trim_reduce_only(ts, touched)
+                self._check(ts, touched, "fill")
+        i += 1
+        if i < len(ts_col):
+            self._mk_i = i
+            self._mk_ts = ts_col[i]
+        else:
+            self._load_market()
 
     # ------------------------------------------------------------------ handlers
 
@@ -556,8 +639,11 @@ class Replay:
         if book is None:
             self.depth.append((ts, symbol, mark, None, None, 0, 0))
             return
-        bid_qty = sum(level.qty for price, level in book.bids.items() if price >= mark - band)
-        ask_qty = sum(level.qty for price, level in book.asks.items() if price <= mark + band)
+        if self.market_mode:
+            bid_qty, ask_qty = self.matcher.depth_near(symbol, mark - band, mark + band)
+        else:
+            bid_qty = sum(level.qty for price, level in book.bids.items() if price >= mark - band)
+            ask_qty = sum(level.qty for price, level in book.asks.items() if price <= mark + band)
         self.depth.append((ts, symbol, mark, book.best_bid(), book.best_ask(), bid_qty, ask_qty))
 
     # ------------------------------------------------------------------ liquidation
@@ -633,6 +719,8 @@ class Replay:
     def _queue(self, symbol: str, selling: bool, limit: int) -> list[tuple[int, int]]:
         """(price, qty) of every resting order a liquidation order at `limit` would meet,
         in price-time order: the fills it would make, one per maker order."""
+        if self.market_mode:
+            return self.matcher.queue(symbol, selling, limit)
         book = self.matcher.books[symbol]
         if selling:
             prices = sorted((p for p in book.bids if p >= limit), reverse=True)

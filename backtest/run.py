@@ -1,6 +1,11 @@
 """`backtest run`: a dataset's orders, marks, funding and transfers through the matcher and
 clearing, into a run folder (DESIGN.md's Outputs; docs/run.md lists the tables).
 
+A dataset with `depth` or `trades` is a market-data replay (DESIGN.md "Two kinds of
+replay"): the recorded book is the `market` account's liquidity in a
+`matching.market.MarketMatcher`, and the `market` account takes the opposite of each
+symbol's loaded net position at that symbol's first mark.
+
 Everything is checked before the replay starts (manifest, rules, every table), so bad
 input is an error naming file, row and column and leaves no run folder.
 """
@@ -32,9 +37,11 @@ from datasets.manifest import Manifest, load_manifest
 from datasets.orders import check_orders, iter_order_batches
 from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file
 from matching.types import STP_NAMES
-from datasets.tables import (ACCOUNTS, ASSET_PRICES, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRANSFERS, load_table,
-                             write_table)
+from datasets.market_stream import iter_market_batches, market_rows
+from datasets.tables import (ACCOUNTS, ASSET_PRICES, DEPTH, FUNDING, MARKS, POSITIONS, PREMIUM_INDEX, TRADES,
+                             TRANSFERS, check_table, load_table, write_table)
 from matching import Matcher
+from matching.market import MARKET_ACCOUNT, MarketMatcher
 from matching.errors import InputError
 
 NS = 1_000_000_000
@@ -86,8 +93,11 @@ def _collateral(manifest: Manifest, rules: RuleSet, *, strict: bool) -> Collater
     return Collateral(per_unit, tiers)
 
 
-def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[Clearing, dict[tuple[str, str], int]]:
-    """Clearing with the opening balances, fee tiers and positions; also the openings."""
+def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet,
+                   first_marks: dict[str, int] | None = None) -> tuple[Clearing, dict[tuple[str, str], int]]:
+    """Clearing with the opening balances, fee tiers and positions; also the openings.
+    `first_marks` (symbol -> its first mark) makes it a market-data replay's: `market`
+    takes the opposite of each symbol's net loaded position at that mark."""
     symbols = {s: SymbolSpec(i.settle, i.notional_factor, rules.margin_tiers[s])
                for s, i in manifest.instruments.items()}
     clearing = Clearing(symbols, rules.fees)
@@ -126,6 +136,8 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
         frame = load_table(path, POSITIONS, known={"symbol": set(manifest.instruments)})
         for account, symbol, qty, entry_price in frame.iter_rows():
             clearing.load_position(account, symbol, qty, entry_price)
+        if first_marks is not None:
+            _market_opposite(clearing, first_marks, path)
         try:
             clearing.check_opening()
         except ValueError as exc:
@@ -137,6 +149,23 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[C
         if bad:
             raise InputError(str(path), bad)
     return clearing, openings
+
+
+def _market_opposite(clearing: Clearing, first_marks: dict[str, int], path: Path) -> None:
+    """DESIGN.md's Conservation for a market-data replay: `market` holds the opposite of
+    each symbol's net loaded quantity, its entry cost that quantity at the first mark."""
+    faults = []
+    for symbol in sorted(clearing.symbols):
+        net = clearing.net_qty(symbol)
+        if not net:
+            continue
+        if symbol not in first_marks:
+            faults.append(f"{symbol}: positions net {net} lots and there is no mark to price the "
+                          "market account's opposite position at (DESIGN.md Conservation)")
+            continue
+        clearing.load_position(MARKET_ACCOUNT, symbol, -net, first_marks[symbol])
+    if faults:
+        raise InputError(str(path), faults)
 
 
 def _load_events(dataset: Path, manifest: Manifest, rules: RuleSet) -> tuple[list[tuple], dict]:
@@ -260,26 +289,51 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                        assets=sorted(manifest.assets))
     orders_path = _optional(dataset, "orders")
     total = check_orders(orders_path) if orders_path is not None else 0
-    clearing, openings = _load_clearing(dataset, manifest, rules)
+    depth_path, trades_path = _optional(dataset, "depth"), _optional(dataset, "trades")
+    market_mode = depth_path is not None or trades_path is not None
+    for path, spec in ((depth_path, DEPTH), (trades_path, TRADES)):
+        if path is not None:
+            check_table(path, spec, known={"symbol": set(manifest.instruments)})
     events, input_counts = _load_events(dataset, manifest, rules)
+    first_marks: dict[str, int] = {}
+    for event in events:
+        if event[3] == "mark":
+            first_marks.setdefault(event[4], event[5])
+    clearing, openings = _load_clearing(dataset, manifest, rules, first_marks if market_mode else None)
     opening_positions = {(a, s): (p.qty, p.cost) for a, held in clearing.positions.items()
                          for s, p in held.items()}
-    matcher = Matcher(manifest.matcher_rules())
+    if market_mode:
+        matcher = MarketMatcher(manifest.matcher_rules(), queue_model=rules.queue_model)
+        rows = market_rows(depth_path, trades_path)
+        input_counts["market_rows"] = rows
+        total += rows
+    else:
+        matcher = Matcher(manifest.matcher_rules())
     liquidation = LiquidationRules(
         execution=rules.execution, band=rules.band, fee=rules.liquidation_fee,
         fund_floor=rules.fund_floor, ranking=rules.adl_ranking,
         max_takeover=rules.max_takeover, adl_fees=rules.adl_fees,
         price_step={s: i.price_step for s, i in manifest.instruments.items()},
         one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
-    replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache,
-                    depth_every_ns=_depth_interval(events), interest_rates=rules.interest_rates,
-                    conversion_spread=rules.conversion_spread)
-    for account in sorted(clearing.positions):
-        replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
     with staged_folder(out) as stage:
         writer = MatchOutputWriter(stage, factors, clearing=True)
         done = 0
+
+        def market_batch(rows: int, ts: int) -> None:
+            """Between two batches of market rows: drain the output, report progress."""
+            writer.write_records(replay.out)
+            replay.out.clear()
+            if progress is not None:
+                progress(done + rows, total, ts)
+
+        replay = Replay(matcher, clearing, events, liquidation, adl_cache=adl_cache,
+                        depth_every_ns=_depth_interval(events), interest_rates=rules.interest_rates,
+                        conversion_spread=rules.conversion_spread,
+                        market=iter_market_batches(depth_path, trades_path) if market_mode else None,
+                        market_batch=market_batch)
+        for account in sorted(clearing.positions):
+            replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
         with gc_paused():
             if orders_path is not None:
                 for batch in iter_order_batches(orders_path, default_stp=manifest.default_stp,
@@ -289,7 +343,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                     replay.out.clear()
                     done += len(batch[0])
                     if progress is not None:
-                        progress(done, total, batch[0][-1])
+                        progress(done + replay.market_rows, total, batch[0][-1])
             replay.until(None)
             writer.write_records(replay.out)
             replay.out.clear()
@@ -306,7 +360,8 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
             "command": "run",
             "dataset": manifest.name,
             "dataset_sha256": dataset_sha256(dataset),
-            "instructions": total,
+            "instructions": total - replay.market_rows,
+            "replay": "market_data" if market_mode else "order_flow",
             "inputs": input_counts,
             "fills": writer.fill_rows,
             "order_events": writer.event_rows,
@@ -323,7 +378,8 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
             "liquidation": headline(stage, liquidations, rules.fund_asset, rules.fund_opening),
             "rules": {"execution": rules.execution, "band": rules.band,
                       "fund_opening": rules.fund_opening, "fund_floor": rules.fund_floor,
-                      "adl_ranking": rules.adl_ranking},
+                      "adl_ranking": rules.adl_ranking,
+                      **({"queue_model": rules.queue_model} if market_mode else {})},
         }
         summary.update(_event_counts(stage))
         write_summary(stage, summary)

@@ -27,6 +27,7 @@ from matching.types import BUY, SELL
 FEES = "fees"
 ROUNDING = "rounding"
 FUND = "insurance_fund"
+MARKET = "market"  # the recorded liquidity of a market-data replay: pays no fees
 FUNDING = "funding"  # first field of a funding payment record
 FILL_ROW = "fill_row"  # a fills row with no order events: takeover and adl fills
 INSURANCE = "insurance"  # an insurance_fund output row: the fund's balance changed
@@ -123,8 +124,8 @@ class Clearing:
         spec = self.symbols[symbol]
         n = price * qty * spec.k
         schedule = self.fee_schedule.tiers
-        maker_rate = schedule[self.fee_tier.get(maker, 0)][0]
-        taker_rate = schedule[self.fee_tier.get(taker, 0)][1]
+        maker_rate = 0 if maker == MARKET else schedule[self.fee_tier.get(maker, 0)][0]
+        taker_rate = 0 if taker == MARKET else schedule[self.fee_tier.get(taker, 0)][1]
         taker_fee = fee(n, taker_rate)
         maker_fee = fee(n, maker_rate)
         signed = qty if taker_side_buy else -qty
@@ -300,7 +301,7 @@ class Clearing:
         maker is cleared as usual and pays its maker fee. Returns the maker fee."""
         spec = self.symbols[parcel.symbol]
         n = price * qty * spec.k
-        maker_fee = fee(n, self.fee_schedule.tiers[self.fee_tier.get(maker, 0)][0])
+        maker_fee = 0 if maker == MARKET else fee(n, self.fee_schedule.tiers[self.fee_tier.get(maker, 0)][0])
         long_parcel = parcel.qty > 0
         realised = self._apply(maker, parcel.symbol, qty if long_parcel else -qty, n)
         if realised:

@@ -19,6 +19,8 @@ Keys read here (docs/manifest.md lists them with defaults):
   ratio over 1e8 per tier, upper bounds in whole units ascending (an asset without tiers
   counts nothing, a stablecoin 100%).
 - `conversion = { spread }`: over 1e8, taken off the price of what a `repay` converts (0).
+- `market = { queue_model }`: a market-data replay's queue model for our resting orders,
+  `front` | `proportional` (matching/market.py; default `front`).
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ from matching.errors import InputError
 DEFAULT_FEES = (20_000, 50_000)  # maker, taker over 1e8
 # Every key a [rules] table may hold.
 RULE_KEYS = ("fees", "fee_tiers", "margin_tiers", "max_leverage", "funding", "liquidation",
-             "insurance_fund", "adl", "stp", "interest", "collateral_tiers", "conversion")
+             "insurance_fund", "adl", "stp", "interest", "collateral_tiers", "conversion", "market")
 DEFAULT_FUNDING = {"interval_s": 28_800, "cap": 300_000, "floor": -300_000}
 DEFAULT_LIQUIDATION = {"execution": "sweep", "band": 5_000_000, "fee": 0}
 DEFAULT_FUND = {"opening": 0, "floor": 0, "asset": None, "max_takeover": None}
 DEFAULT_ADL = {"ranking": "bitmex", "fees": False}
 DEFAULT_INTEREST = {"interval_s": 3_600, "rates": {}}
 DEFAULT_CONVERSION = {"spread": 0}
+DEFAULT_MARKET = {"queue_model": "front"}
+QUEUE_MODELS = ("front", "proportional")  # matching/market.py QUEUE_MODELS
 SCALE = 100_000_000
 
 
@@ -67,6 +71,7 @@ class RuleSet:
     # asset -> ((upper bound in whole units, ratio over 1e8), ...), bounds ascending
     collateral_tiers: dict[str, tuple[tuple[Decimal, int], ...]] = field(default_factory=dict)
     conversion_spread: int = 0
+    queue_model: str = "front"
 
 
 def _int(value: object) -> bool:
@@ -249,12 +254,15 @@ def load_rules(rules: dict, symbols: list[str], source: str, settle_assets: list
     if not isinstance(adl["fees"], bool):
         problems.append(f"rules.adl.fees: true or false, got {adl['fees']!r}")
     interval, rates, collateral, spread = _multi_asset_rules(rules, manifest_assets, problems)
+    market = _table(rules, "market", DEFAULT_MARKET, problems)
+    if market["queue_model"] not in QUEUE_MODELS:
+        problems.append(f"rules.market.queue_model: {market['queue_model']!r}; one of {', '.join(QUEUE_MODELS)}")
     if problems:
         raise InputError(source, problems)
     return RuleSet(FeeSchedule(tuple(tiers)), margin, funding["interval_s"], funding["cap"],
                    funding["floor"], liquidation["execution"], liquidation["band"],
                    liquidation["fee"], fund["opening"], fund["floor"], asset, adl["ranking"],
-                   cap, adl["fees"], interval, rates, collateral, spread)
+                   cap, adl["fees"], interval, rates, collateral, spread, market["queue_model"])
 
 
 def read_rule_file(path: Path) -> dict:
