@@ -20,7 +20,7 @@ CHROMIUM := /usr/bin/chromium
 CHROMIUM_VERSION := 156.0.8078.79-1~deb12u1
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
-.PHONY: demo test test-fast bench bench-check clean
+.PHONY: demo test test-fast bench bench-check clean crash-2025-10-10
 
 $(STAMP): $(DEPS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ demo: $(STAMP) $(DEMO_DATA)/orders.parquet
 	$(BIN)/backtest diff $(DEMO_RUN) $(DEMO_STRICT) --out runs/diff.html
 	@echo "reports: $(DEMO_RUN)/report.html (default rules), $(DEMO_STRICT)/report.html (examples/strict.toml)"
 	@echo "diff: runs/diff.html (open the pages in a browser; docs/run.md says what each table holds)"
+
+# The 2025-10-10 crash day from the shared Binance archive files (examples/crash-2025-10-10).
+SHARED_DATA ?= ../shared/data
+crash-2025-10-10: $(STAMP)
+	examples/crash-2025-10-10/run.sh $(SHARED_DATA)/binance-futures-crash-2025-10-10 runs/crash-2025-10-10
+	@echo "report: runs/crash-2025-10-10/run/report.html"
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
