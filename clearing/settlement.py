@@ -450,10 +450,9 @@ class Clearing:
         maintenance = initial = 0
         symbols = self.symbols
         marks = self.marks
-        other: dict[str, list[int]] | None = None  # settle asset -> [unrealised, maintenance, initial]
+        other = None  # multi-asset: settle asset -> [unrealised, maintenance, initial] to convert
         for symbol, pos in self.positions.get(account, {}).items():
             spec = symbols[symbol]
-            mark = marks.get(symbol)
             if spec.settle != asset:
                 if not multi:
                     continue
@@ -462,6 +461,7 @@ class Clearing:
                 sums = other.get(spec.settle)
                 if sums is None:
                     sums = other[spec.settle] = [0, 0, 0]
+                mark = marks.get(symbol)
                 at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
                 sums[0] += at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
                 if spec.tiers is not None:
@@ -469,6 +469,7 @@ class Clearing:
                     sums[1] += m
                     sums[2] += i
                 continue
+            mark = marks.get(symbol)
             at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
             equity += at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
             if spec.tiers is not None:
