@@ -48,7 +48,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import OrderIntent, check_order
-from clearing.collateral import needed_to_convert
+from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
 from matching import Matcher
@@ -104,7 +104,7 @@ R_NOT_SUPPORTED = "not_supported_yet"
 R_MODE_SWITCH_BLOCKED = "mode_switch_blocked"  # open positions, open orders or debt
 R_NO_DEBT = "no_debt"  # a repay of an asset the account does not owe
 R_NO_PRICE = "no_price"  # a conversion of an asset with no price yet
-R_MULTI_ASSET_INSTRUMENT = "multi_asset_instrument"  # multi-asset mode serves USDT-M only (yet)
+R_MULTI_ASSET_INSTRUMENT = "multi_asset_instrument"  # multi-asset mode serves USDT-M and USDC-M only
 
 
 def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
@@ -400,8 +400,11 @@ class Replay:
                                initial_in_use=0, mark=None, k=spec.k, tiers=spec.tiers,
                                taker_rate=0)
         pool = c.pool_asset(account, symbol)
-        if pool != spec.settle:
-            return R_MULTI_ASSET_INSTRUMENT  # a multi-asset account: USDT-M only, so far
+        rate = None
+        if pool != spec.settle or account in c.multi:
+            if not c.serves_multi(symbol):
+                return R_MULTI_ASSET_INSTRUMENT  # multi-asset: linear USDT-M and USDC-M only
+            rate = c.pool_rate(account, symbol)  # a USDC-M order in the USDT pool converts
         figures = c.pool(account, pool)
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
         mark = c.marks.get(symbol)
@@ -409,12 +412,12 @@ class Replay:
         if bound is not None:
             reason = check_order(intent, position_qty=0, equity=figures.equity,
                                  initial_in_use=figures.initial + bound, mark=mark, k=spec.k,
-                                 tiers=spec.tiers, taker_rate=taker_rate)
+                                 tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
             if reason is None:
                 return None  # passes even with the open orders' margin overstated
         return check_order(intent, position_qty=0, equity=figures.equity,
                            initial_in_use=figures.initial + self._orders_margin(account, pool),
-                           mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate)
+                           mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
 
     def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
         """Open lots of the account's resting reduce-only orders in `symbol` on `side`."""
@@ -485,12 +488,15 @@ class Replay:
         figures = c.pool(account, pool)
         now = spec.tiers.initial((order.price if mark is None or mark < order.price else mark)
                                  * order.qty * spec.k)
+        rate = c.pool_rate(account, symbol)
+        if rate is not None:  # the pool's figures sum converted amounts: take out at most its value
+            now = to_valuation(now, rate[0], rate[1], up=False)
         others = self._orders_margin(account, pool) - now
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
         intent = OrderIntent(new_qty if order.side == BUY else -new_qty, new_price, False)
         return check_order(intent, position_qty=0, equity=figures.equity,
                            initial_in_use=figures.initial + others, mark=mark, k=spec.k,
-                           tiers=spec.tiers, taker_rate=taker_rate)
+                           tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
 
     def _orders_margin_bound(self, account: str, asset: str) -> int | None:
         """An upper bound of `_orders_margin` from per-symbol aggregates (total open qty Q,
@@ -498,11 +504,14 @@ class Replay:
         computation; fills and cancels are not subtracted, so it only loosens):
         sum of ceil(max(mark, L) x Q x K / lowest max leverage) + n, since each order's
         margin is at most its price x qty x K / its tier's leverage + 1 (the round-up).
-        None when there is no aggregate yet (the exact figure builds it)."""
+        None when there is no aggregate yet (the exact figure builds it). In a multi-asset
+        pool the bound of orders settling in another asset is summed per asset and
+        converted as `_orders_margin` converts (rounding up is monotone)."""
         aggregate = self._bound.get(account)
         if aggregate is None:
             return None
         total = 0
+        other = None  # settle asset -> bound in that asset (a multi-asset pool's USDC-M orders)
         symbols, marks = self.clearing.symbols, self.clearing.marks
         pool_asset = self.clearing.pool_asset
         for symbol, (q, limit, n) in aggregate.items():
@@ -512,7 +521,23 @@ class Replay:
             mark = marks.get(symbol)
             price = limit if mark is None or mark < limit else mark
             lev = self._min_leverage[symbol]
+            if spec.settle != asset:
+                if other is None:
+                    other = {}
+                other[spec.settle] = other.get(spec.settle, 0) + -(-price * q * spec.k // lev) + n
+                continue
             total += -(-price * q * spec.k // lev) + n
+        if other is not None:
+            total += self._in_pool(other)
+        return total
+
+    def _in_pool(self, amounts: dict[str, int]) -> int:
+        """Margin amounts per settlement asset in the multi-asset pool's units: each asset's
+        sum converted once at its price, rounded up (as Clearing.pool converts margins)."""
+        c = self.clearing
+        total = 0
+        for settle in sorted(amounts):
+            total += to_valuation(amounts[settle], c.price_of(settle), c.collateral.per_unit[settle], up=True)
         return total
 
     def _bound_add(self, account: str, symbol: str, qty: int, price: int) -> None:
@@ -528,9 +553,10 @@ class Replay:
 
     def _orders_margin(self, account: str, asset: str) -> int:
         """Initial margin of the account's resting orders in `asset`: |qty| x price x K /
-        max leverage(tier), price = max(mark, limit) (the limit before the first mark).
-        Forgets ids of orders no longer resting and rebuilds the account's aggregates for
-        `_orders_margin_bound`."""
+        max leverage(tier), price = max(mark, limit) (the limit before the first mark); in a
+        multi-asset pool, orders settling in another asset sum per asset and convert once,
+        rounded up (_in_pool). Forgets ids of orders no longer resting and rebuilds the
+        account's aggregates for `_orders_margin_bound`."""
         ids = self.open_orders.get(account)
         aggregate: dict[str, tuple[int, int, int]] = {}
         self._bound[account] = aggregate
@@ -541,6 +567,7 @@ class Replay:
         if len(live) != len(ids):
             self.open_orders[account] = live
         total = 0
+        other = None  # settle asset -> margin in that asset (a multi-asset pool's USDC-M orders)
         symbols, marks = self.clearing.symbols, self.clearing.marks
         for oid in live:
             order = resting[oid]
@@ -553,7 +580,14 @@ class Replay:
                 continue
             mark = marks.get(symbol)
             price = order.price if mark is None or mark < order.price else mark
+            if spec.settle != asset:
+                if other is None:
+                    other = {}
+                other[spec.settle] = other.get(spec.settle, 0) + spec.tiers.initial(price * order.qty * spec.k)
+                continue
             total += spec.tiers.initial(price * order.qty * spec.k)
+        if other is not None:
+            total += self._in_pool(other)
         return total
 
     def _check(self, ts: int, accounts: Iterable[str], trigger: str) -> None:
@@ -772,7 +806,10 @@ class Replay:
 
     def _rank(self, account: str, asset: str, symbol: str) -> tuple[int, int] | None:
         """The ADL rank of `account`'s position in `symbol` at the current marks (None ranks
-        last), by the rule set's `adl.ranking`."""
+        last), by the rule set's `adl.ranking`. A multi-asset account's position settling in
+        another asset than its pool (USDC-M) is ranked with its PnL and maintenance in pool
+        units (binance) or its equity share converted back (bitmex), as Clearing.pool and
+        Clearing.takeover convert them."""
         c = self.clearing
         held = c.positions[account]
         pos = held[symbol]
@@ -781,25 +818,32 @@ class Replay:
         at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
         unrealised = at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
         multi = account in c.multi
+        converts = False
         if multi:
             asset = c.valuation
+            converts = spec.settle != asset
         wallet = c.effective_margin(account) if multi else c.ledger.balances.get((account, asset), 0)
-        if len(held) == 1:  # the common case: the pool's equity is all this position's
+        single = len(held) == 1 and not converts
+        if single:  # the common case: the pool's equity is all this position's
             equity = wallet + unrealised
         else:
             equity = c.pool(account, asset).equity
         if self.liquidation.ranking == "binance":
             maintenance = spec.tiers.maintenance(at_mark)
+            if converts:
+                unrealised = c.in_pool(account, symbol, unrealised)
+                maintenance = c.in_pool(account, symbol, maintenance, up=True)
             return binance_rank(unrealised, wallet, maintenance, equity,
                                 self.liquidation.one_unit.get(asset, 1))
-        if len(held) == 1:
+        if single:
             return bitmex_rank(pos.qty, pos.cost, at_mark, equity)
         notionals = []
         for s in sorted(held):
             if c.pool_asset(account, s) == asset:
                 m = c.marks.get(s)
-                notionals.append((s, held[s].cost if m is None else abs(held[s].qty) * m * c.symbols[s].k))
-        share = equity_shares(equity, notionals)[symbol]
+                notionals.append((s, c.in_pool(account, s, held[s].cost if m is None else
+                                                abs(held[s].qty) * m * c.symbols[s].k)))
+        share = c.from_pool(account, symbol, equity_shares(equity, notionals)[symbol])
         return bitmex_rank(pos.qty, pos.cost, at_mark, share)
 
     def _adl(self, ts: int, parcel: Parcel, keep: int = 0) -> set[str]:
@@ -934,7 +978,11 @@ class Replay:
         notional(k) for a long): negative only when the parcel's bankruptcy price is beyond
         the mark, i.e. the liquidated account was already bankrupt at the trigger. Our
         reading (docs/run.md): ADL never makes a user bankrupt; what it cannot place stays
-        in the parcel. The change is monotone in k, so bisection finds the largest k."""
+        in the parcel. The change is monotone in k, so bisection finds the largest k.
+        In a multi-asset pool valued in another asset (a USDC-M position in the USDT pool)
+        the change converts at the asset's price, rounded down, less 2: the pool rounds the
+        asset's balance and its unrealised PnL once each (Clearing.pool), so its equity
+        moves by at least that."""
         c = self.clearing
         spec = c.symbols[parcel.symbol]
         mark = c.marks.get(parcel.symbol)
@@ -942,11 +990,15 @@ class Replay:
         held = abs(pos.qty)
         equity = c.pool(account, c.pool_asset(account, parcel.symbol)).equity
         rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1] if self.liquidation.adl_fees else 0
+        conversion = c.pool_rate(account, parcel.symbol)
 
         def after(k: int) -> int:
             n = parcel.removal(k)
             v = _valued(k, mark, spec.k, pos, held)
-            return equity + (v - n if parcel.qty > 0 else n - v) - fee(n, rate)
+            change = (v - n if parcel.qty > 0 else n - v) - fee(n, rate)
+            if conversion is not None:
+                return equity + to_valuation(change, conversion[0], conversion[1], up=False) - 2
+            return equity + change
 
         if after(most) >= 0:
             return most
@@ -967,7 +1019,10 @@ class Replay:
         its mark notional below its tier's floor, with an order of the account's own,
         limited to the band or the position's bankruptcy price, whichever is nearer the
         mark; its fills pay the taker fee plus `liquidation.fee` (rounded up, capped at the
-        account's equity after them) to the fund. A step that fills nothing ends it."""
+        account's equity after them) to the fund. A step that fills nothing ends it.
+        In a multi-asset pool positions compare, and share the equity, at their mark
+        notionals in pool units (Clearing.takeover's conversion); a step's fee is in the
+        position's settlement asset, capped at the pool's equity converted into it."""
         c, rules = self.clearing, self.liquidation
         touched: set[str] = set()
         while True:
@@ -979,22 +1034,25 @@ class Replay:
             notionals = []
             for s in symbols:
                 mark = c.marks.get(s)
-                notionals.append((s, held[s].cost if mark is None else abs(held[s].qty) * mark * c.symbols[s].k))
-            symbol, at_mark = min(notionals, key=lambda item: (-item[1], item[0]))
+                notionals.append((s, c.in_pool(account, s, held[s].cost if mark is None else
+                                               abs(held[s].qty) * mark * c.symbols[s].k)))
+            symbol, _ = min(notionals, key=lambda item: (-item[1], item[0]))
             mark = c.marks.get(symbol)
             if mark is None:
                 return touched  # no mark: no band; the takeover handles it
             spec, pos = c.symbols[symbol], held[symbol]
+            at_mark = abs(pos.qty) * mark * spec.k
             tier = spec.tiers.tier(at_mark)
             lots = abs(pos.qty)
             step_qty = lots if tier == 0 else lots - (spec.tiers.floors[tier] - 1) // (mark * spec.k)
-            b = bankruptcy_notional(pos.qty, at_mark, equity_shares(figures.equity, notionals)[symbol])
+            share = c.from_pool(account, symbol, equity_shares(figures.equity, notionals)[symbol])
+            b = bankruptcy_notional(pos.qty, at_mark, share)
             selling = pos.qty > 0
             step = rules.price_step.get(symbol, 1)
             bankrupt = safe_price(b, pos.qty, spec.k, selling=selling, step=step)
             band = band_limit(mark, rules.band, selling=selling, step=step)
             limit = max(bankrupt, band) if selling else min(bankrupt, band)
-            leg = Leg(self._next_liquidation_id, account, symbol, asset, ts, trigger_seq, mark,
+            leg = Leg(self._next_liquidation_id, account, symbol, spec.settle, ts, trigger_seq, mark,
                       pos.qty, step_qty, b)
             self._next_liquidation_id += 1
             self.legs.append(leg)
@@ -1002,13 +1060,13 @@ class Replay:
             touched |= more
             if filled == 0:
                 return touched
-            equity = c.pool(account, asset).equity
+            equity = c.from_pool(account, symbol, c.pool(account, asset).equity)
             charge = min(div_ceil(leg.exit_notional * rules.fee, SCALE), max(0, equity))
             if charge:
                 n0 = len(self.out)
                 reference = f"liquidation:{leg.liquidation_id}"
-                c.ledger.post(ts, account, asset, -charge, "liquidation_fee", reference)
-                c.fund_post(ts, asset, charge, "liquidation_fee", reference, "liquidation_fee",
+                c.ledger.post(ts, account, spec.settle, -charge, "liquidation_fee", reference)
+                c.fund_post(ts, spec.settle, charge, "liquidation_fee", reference, "liquidation_fee",
                             leg.liquidation_id)
                 leg.fee_income = charge
                 self.seq += len(self.out) - n0
@@ -1129,13 +1187,20 @@ class Replay:
         """CLEARING.md section 6, after a multi-asset takeover (which left the account's
         equity at 0): every remaining balance, collateral and debt, passes to the fund as a
         ledger pair, and the fund converts the collateral into the valuation asset at once
-        through `conversion` at the current price (no spread). Each change of the fund's
-        valuation balance is an insurance_fund row with cause `collateral_takeover`; the
-        account ends at zero in every asset."""
+        through `conversion` at the current price (no spread). A debt in another asset than
+        the valuation asset (USDC after USDC-M losses) is bought back at once the same way:
+        the fund converts the least valuation amount that pays it (needed_to_convert), so
+        the whole result of the takeover lands in the valuation balance, where the floor is,
+        and the fund's own USDC (its USDC parcels' balance) is not drawn on (our reading,
+        docs/run.md). Each change of the fund's valuation balance is an insurance_fund row
+        with cause `collateral_takeover`, as is what the buy-back pays beyond the debt (the
+        conversion's round-down, kept by the fund in that asset); the account ends at zero
+        in every asset."""
         c = self.clearing
         reference = f"liquidation:{liquidation_id}"
         valuation = c.valuation
-        for asset in sorted(c.collateral.per_unit):
+        per_unit = c.collateral.per_unit
+        for asset in sorted(per_unit):
             balance = c.ledger.balance(account, asset)
             if balance == 0:
                 continue
@@ -1144,8 +1209,16 @@ class Replay:
                 c.fund_post(ts, asset, balance, "insurance", reference, "collateral_takeover", liquidation_id)
                 continue
             c.ledger.post(ts, FUND, asset, balance, "insurance", reference)
-            if balance > 0 and c.price_of(asset) is not None:
+            price = c.price_of(asset)
+            if balance > 0 and price is not None:
                 got = c.convert(ts, FUND, asset, balance, valuation, 0, reference)
                 c.fund_record(ts, valuation, got, "collateral_takeover", liquidation_id)
+            elif balance < 0 and price is not None:
+                pay = needed_to_convert(-balance, per_unit[valuation], per_unit[valuation], price,
+                                        per_unit[asset], 0)
+                got = c.convert(ts, FUND, valuation, pay, asset, 0, reference)
+                c.fund_record(ts, valuation, -pay, "collateral_takeover", liquidation_id)
+                if got + balance:
+                    c.fund_record(ts, asset, got + balance, "collateral_takeover", liquidation_id)
             c.accrued.pop((account, asset), None)
         c.accrued.pop((account, valuation), None)

@@ -98,7 +98,7 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet,
     """Clearing with the opening balances, fee tiers and positions; also the openings.
     `first_marks` (symbol -> its first mark) makes it a market-data replay's: `market`
     takes the opposite of each symbol's net loaded position at that mark."""
-    symbols = {s: SymbolSpec(i.settle, i.notional_factor, rules.margin_tiers[s])
+    symbols = {s: SymbolSpec(i.settle, i.notional_factor, rules.margin_tiers[s], i.kind)
                for s, i in manifest.instruments.items()}
     clearing = Clearing(symbols, rules.fees)
     clearing.valuation = rules.fund_asset
@@ -142,10 +142,11 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet,
             clearing.check_opening()
         except ValueError as exc:
             raise InputError(str(path), [str(exc)]) from None
-        bad = [f"account {a}: a multi_asset account holds {s}, which settles in "
-               f"{symbols[s].settle}; multi-asset mode serves {clearing.valuation}-settled contracts so far"
+        bad = [f"account {a}: a multi_asset account holds {s} ({symbols[s].kind} settling in "
+               f"{symbols[s].settle}); multi-asset mode serves linear perpetuals settling in a "
+               "stable asset (USDT-M, USDC-M)"
                for a in sorted(clearing.multi) for s in sorted(clearing.positions.get(a, ()))
-               if symbols[s].settle != clearing.valuation]
+               if not clearing.serves_multi(s)]
         if bad:
             raise InputError(str(path), bad)
     return clearing, openings

@@ -15,6 +15,11 @@ Formulas:
 - interest on a debt d > 0 at rate r: ceil(d x r / 1e8).
 - converting q of X into Y: floor(q x price_X x (1e8 - spread) / (1e8 x per_unit_X) x
   per_unit_Y / price_Y), in one division.
+- an amount a of a settlement asset in the pool's valuation units (a USDC-M position's
+  unrealised PnL, margin or fee in a USDT-valued pool): a x price / per_unit, rounded down
+  for what counts for the user (PnL: a loss so rounds up in size, like a liability),
+  rounded up for what the user must hold (margin, fees); back from the pool's units (an
+  equity share in a takeover): floor(v x per_unit / price), toward minus infinity.
 """
 
 from __future__ import annotations
@@ -89,6 +94,30 @@ def effective_margin(balances: dict[str, int], prices: dict[str, int], collatera
             continue
         total += collateral_value(qty, price, collateral.per_unit[asset], collateral.tiers.get(asset))
     return total
+
+
+def to_valuation(amount: int, price: int, per_unit: int, *, up: bool) -> int:
+    """`amount` minor units of an asset in valuation minor units at `price` (valuation
+    minor units per whole unit): rounded up (`up`, a requirement) or down (a value).
+
+    >>> to_valuation(-7, 99_990_000, 10**8, up=False), to_valuation(7, 99_990_000, 10**8, up=True)
+    (-7, 7)
+    >>> to_valuation(10**8, 99_990_000, 10**8, up=False)  # 1 USDC at 0.9999 USDT
+    99990000
+    """
+    if up:
+        return div_ceil(amount * price, per_unit)
+    return amount * price // per_unit
+
+
+def from_valuation(value: int, price: int, per_unit: int) -> int:
+    """`value` valuation minor units in minor units of an asset at `price`, rounded toward
+    minus infinity (a takeover's equity share, CLEARING.md section 5.2).
+
+    >>> from_valuation(-99_990_000, 99_990_000, 10**8), from_valuation(-1, 99_990_000, 10**8)
+    (-100000000, -2)
+    """
+    return value * per_unit // price
 
 
 def interest_due(debt: int, rate: int) -> int:

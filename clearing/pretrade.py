@@ -10,12 +10,17 @@ section 3). Pure: the caller passes the account's current figures; nothing is mu
   mark for a market order and max(mark, limit) for a limit order (the limit alone before
   the symbol's first mark); a market order before any mark cannot be priced and is
   rejected `no_mark_price`.
+- In a multi-asset pool valued in another asset than the order's settlement asset (a
+  USDC-M order in the USDT pool), the order's initial margin and taker fee are converted
+  into the pool's units at the settlement asset's price, each rounded up (against the
+  user), before they meet the pool's equity and margin in use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clearing.collateral import to_valuation
 from clearing.margin import MarginTiers
 from clearing.money import fee
 
@@ -47,11 +52,14 @@ def order_initial_margin(intent: OrderIntent, mark: int | None, k: int, tiers: M
 
 
 def check_order(intent: OrderIntent, *, position_qty: int, equity: int, initial_in_use: int,
-                mark: int | None, k: int, tiers: MarginTiers, taker_rate: int) -> str | None:
+                mark: int | None, k: int, tiers: MarginTiers, taker_rate: int,
+                rate: tuple[int, int] | None = None) -> str | None:
     """None if the order may go to the matcher, else the reject reason.
 
     `initial_in_use` is the account's initial margin of positions and open orders before
-    this order; `equity` is wallet plus unrealised PnL at the marks.
+    this order; `equity` is wallet plus unrealised PnL at the marks. `rate` is (price,
+    minor units per whole unit) of the order's settlement asset in the units of `equity`
+    when they differ (a USDC-M order in a multi-asset pool), else None.
     """
     if intent.reduce_only:
         against = position_qty != 0 and (position_qty > 0) != (intent.qty_signed > 0)
@@ -62,7 +70,11 @@ def check_order(intent: OrderIntent, *, position_qty: int, equity: int, initial_
     if price is None:
         return R_NO_MARK_PRICE
     order_notional = price * abs(intent.qty_signed) * k
-    needed = initial_in_use + tiers.initial(order_notional)
-    if equity - fee(order_notional, taker_rate) < needed:
+    initial = tiers.initial(order_notional)
+    taker_fee = fee(order_notional, taker_rate)
+    if rate is not None:
+        initial = to_valuation(initial, rate[0], rate[1], up=True)
+        taker_fee = to_valuation(taker_fee, rate[0], rate[1], up=True)
+    if equity - taker_fee < initial_in_use + initial:
         return R_INSUFFICIENT_MARGIN
     return None

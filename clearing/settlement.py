@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from clearing.collateral import Collateral, converted, effective_margin, interest_due, repayment_split
+from clearing.collateral import (Collateral, converted, effective_margin, from_valuation, interest_due,
+                                 repayment_split, to_valuation)
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
@@ -35,6 +36,7 @@ INTEREST = "interest"  # the exchange account paid interest on debt, and an inte
 CONVERSION = "conversion"  # the exchange account on the other side of every conversion
 REPAYMENT = "repayment"  # a repayments output row
 MULTI_ASSET = "multi_asset"
+LINEAR_PERPETUAL = "linear_perpetual"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class SymbolSpec:
     settle: str  # settlement asset
     k: int  # minor units per tick x lot
     tiers: MarginTiers | None = None  # margin tiers; None: no margin figures for the symbol
+    kind: str = LINEAR_PERPETUAL  # the manifest's instrument kind (multi-asset mode serves linear only)
 
 
 @dataclass
@@ -263,27 +266,35 @@ class Clearing:
         its bankruptcy notional (CLEARING.md section 5.2): the pool's equity at the marks is
         shared over the positions by mark notional; each position becomes a parcel with
         liquidation id first_id, first_id + 1, ... (symbols in name order) and a `takeover`
-        fills row; the account realises exit at B, which leaves its equity at exactly 0."""
+        fills row; the account realises exit at B, which leaves its equity at exactly 0.
+
+        In a multi-asset pool a position settling in another asset (USDC-M) enters the
+        sharing at its mark notional in pool units (rounded down), its share converts back
+        at the same price toward minus infinity (section 5.2), and its realised PnL and its
+        parcel are in its own settlement asset; the pool's equity may then stay a few minor
+        units above 0, which the collateral takeover passes to the fund."""
         held = self.positions.get(account, {})
         symbols = sorted(s for s in held if self.pool_asset(account, s) == asset)
         equity = self.pool(account, asset).equity
         notionals = []
+        at_marks = []
         for symbol in symbols:
             pos = held[symbol]
             mark = self.marks.get(symbol)
             at_mark = pos.cost if mark is None else abs(pos.qty) * mark * self.symbols[symbol].k
-            notionals.append((symbol, pos.qty, at_mark))
+            at_marks.append(at_mark)
+            notionals.append((symbol, pos.qty, self.in_pool(account, symbol, at_mark)))
         shares = takeover_shares(equity, notionals)
         parcels = []
-        for i, (symbol, _, at_mark) in enumerate(notionals):
+        for i, (symbol, _, _) in enumerate(notionals):
             spec = self.symbols[symbol]
             qty = held[symbol].qty
-            b = bankruptcy_notional(qty, at_mark, shares[symbol])
+            b = bankruptcy_notional(qty, at_marks[i], self.from_pool(account, symbol, shares[symbol]))
             liquidation_id = first_id + i
             reference = f"liquidation:{liquidation_id}"
             realised = self._apply(account, symbol, -qty, b)
-            self.ledger.post(ts, account, asset, realised, "realised_pnl", reference)
-            parcel = Parcel(liquidation_id, account, symbol, asset, ts,
+            self.ledger.post(ts, account, spec.settle, realised, "realised_pnl", reference)
+            parcel = Parcel(liquidation_id, account, symbol, spec.settle, ts,
                             self.marks.get(symbol), qty, b, qty, b, execution)
             self.parcels.append(parcel)
             self.live_parcels[symbol].append(parcel)
@@ -372,10 +383,50 @@ class Clearing:
 
     def price_of(self, asset: str) -> int | None:
         """Latest price of `asset` in valuation minor units per whole unit (the valuation
-        asset is exactly 1)."""
-        if asset == self.valuation and self.collateral is not None:
-            return self.collateral.per_unit[asset]
-        return self.asset_prices.get(asset)
+        asset is exactly 1). A stable asset with no `asset_prices` row yet counts at par
+        (1 valuation unit; our reading, docs/run.md): a USDC balance or USDC-M PnL always has
+        a value, and a USDC debt can always be valued."""
+        collateral = self.collateral
+        if asset == self.valuation and collateral is not None:
+            return collateral.per_unit[asset]
+        price = self.asset_prices.get(asset)
+        if price is None and collateral is not None and asset in collateral.per_unit \
+                and collateral.tiers.get(asset) is None:
+            return collateral.per_unit[self.valuation]
+        return price
+
+    def serves_multi(self, symbol: str) -> bool:
+        """Whether a multi-asset account may trade `symbol`: a linear perpetual settling in
+        a stable asset (USDT-M, USDC-M; CLEARING.md section 6), nothing coin-margined."""
+        spec = self.symbols[symbol]
+        collateral = self.collateral
+        return (spec.kind == LINEAR_PERPETUAL and collateral is not None
+                and spec.settle in collateral.per_unit and collateral.tiers.get(spec.settle) is None)
+
+    def pool_rate(self, account: str, symbol: str) -> tuple[int, int] | None:
+        """(price, minor units per whole unit) of the settlement asset of `account`'s
+        position in `symbol` when its pool is valued in another asset (a multi-asset
+        account's USDC-M position in the USDT pool), else None (no conversion)."""
+        if account not in self.multi:
+            return None
+        settle = self.symbols[symbol].settle
+        if settle == self.valuation:
+            return None
+        price = self.price_of(settle)
+        assert price is not None and self.collateral is not None, f"no price for {settle}"
+        return price, self.collateral.per_unit[settle]
+
+    def in_pool(self, account: str, symbol: str, amount: int, *, up: bool = False) -> int:
+        """`amount` in `symbol`'s settlement asset, in the units of `account`'s pool:
+        unchanged unless pool_rate converts it (rounded up with `up`, else down)."""
+        rate = self.pool_rate(account, symbol)
+        return amount if rate is None else to_valuation(amount, rate[0], rate[1], up=up)
+
+    def from_pool(self, account: str, symbol: str, value: int) -> int:
+        """`value` in `account`'s pool units back in `symbol`'s settlement asset, rounded
+        toward minus infinity (an equity share; CLEARING.md section 5.2)."""
+        rate = self.pool_rate(account, symbol)
+        return value if rate is None else from_valuation(value, rate[0], rate[1])
 
     def effective_margin(self, account: str) -> int:
         """CLEARING.md section 6: the account's balances at their collateral value."""
@@ -390,15 +441,33 @@ class Clearing:
         at the latest marks: a single-asset cross pool (the positions settling in `asset`,
         equity from that balance) or a multi-asset account's one pool (equity from the
         effective margin of every balance). A symbol with no mark yet is valued at its
-        entry cost (unrealised 0). O(the account's positions and assets)."""
+        entry cost (unrealised 0). In a multi-asset pool, positions settling in another
+        asset than the valuation asset (USDC-M) sum their unrealised PnL, maintenance and
+        initial margin per settlement asset, converted once per asset at its price: the PnL
+        rounded down, the margins up (to_valuation). O(the account's positions and assets)."""
         multi = account in self.multi
         equity = self.effective_margin(account) if multi else self.ledger.balances.get((account, asset), 0)
         maintenance = initial = 0
         symbols = self.symbols
         marks = self.marks
+        other = None  # multi-asset: settle asset -> [unrealised, maintenance, initial] to convert
         for symbol, pos in self.positions.get(account, {}).items():
             spec = symbols[symbol]
-            if (self.valuation if multi else spec.settle) != asset:
+            if spec.settle != asset:
+                if not multi:
+                    continue
+                if other is None:
+                    other = {}
+                sums = other.get(spec.settle)
+                if sums is None:
+                    sums = other[spec.settle] = [0, 0, 0]
+                mark = marks.get(symbol)
+                at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
+                sums[0] += at_mark - pos.cost if pos.qty > 0 else pos.cost - at_mark
+                if spec.tiers is not None:
+                    m, i = spec.tiers.both(at_mark)
+                    sums[1] += m
+                    sums[2] += i
                 continue
             mark = marks.get(symbol)
             at_mark = pos.cost if mark is None else abs(pos.qty) * mark * spec.k
@@ -407,6 +476,15 @@ class Clearing:
                 m, i = spec.tiers.both(at_mark)
                 maintenance += m
                 initial += i
+        if other is not None:
+            for settle in sorted(other):
+                price = self.price_of(settle)
+                assert price is not None and self.collateral is not None, f"no price for {settle}"
+                per_unit = self.collateral.per_unit[settle]
+                unrealised, m, i = other[settle]
+                equity += to_valuation(unrealised, price, per_unit, up=False)
+                maintenance += to_valuation(m, price, per_unit, up=True)
+                initial += to_valuation(i, price, per_unit, up=True)
         return AccountMargin(equity, maintenance, initial)
 
     def pools(self, account: str) -> list[str]:

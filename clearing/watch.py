@@ -18,6 +18,14 @@ d_s satisfies |q_s| x K_s x (1e8 + mmr_max_s) x d_s <= (slack - n - 1) x 1e8 / n
 A symbol without a mark yet, or a pool with too little slack, gets an empty range: the
 next mark of the symbol checks it.
 
+In a multi-asset pool, a position settling in another asset (USDC-M) moves the pool's
+figures by its own amounts times r = price / per_unit of that asset, and the conversion
+rounds once per asset for the PnL and once for the maintenance (Clearing.pool): its
+per-position round-up then costs ceil(r) instead of 1, each such asset 2 more, and its
+range is the budget over r: |q_s| x K_s x (1e8 + mmr_max_s) x d_s x r <= budget / n, with
+budget = (slack - sum of the per-position round-ups - 2 x converted assets - 1) x 1e8.
+A price change of the asset re-checks every multi-asset account holding a position.
+
 Ranges are kept in two heaps per symbol (lower bounds as a max-heap, upper bounds as a
 min-heap) with lazy deletion: each exact check bumps the account's version, so its older
 entries are skipped when popped; a heap is rebuilt when stale entries dominate.
@@ -64,14 +72,28 @@ class MarginWatch:
                 due.append((asset, figures))
             symbols = [s for s in held if c.pool_asset(account, s) == asset]
             n = len(symbols)
-            budget = (slack - n - 1) * SCALE
+            rates = None  # symbol -> (price, per_unit) where the pool converts (multi-asset)
+            reserve = n + 1
+            if account in c.multi:
+                converted = set()
+                for symbol in symbols:
+                    rate = c.pool_rate(account, symbol)
+                    if rate is not None:
+                        if rates is None:
+                            rates = {}
+                        rates[symbol] = rate
+                        converted.add(c.symbols[symbol].settle)
+                        reserve += -(-rate[0] // rate[1]) - 1
+                reserve += 2 * len(converted)
+            budget = (slack - reserve) * SCALE
             for symbol in symbols:
                 mark = c.marks.get(symbol)
                 if mark is None or budget < 0:
                     lo, hi = EMPTY_LOW, -1
                 else:
                     per_tick = n * abs(held[symbol].qty) * c.symbols[symbol].k * (SCALE + self._mmr_max[symbol])
-                    d = budget // per_tick
+                    rate = None if rates is None else rates.get(symbol)
+                    d = budget // per_tick if rate is None else budget * rate[1] // (per_tick * rate[0])
                     lo, hi = mark - d, mark + d
                 low, high = self.low[symbol], self.high[symbol]
                 heappush(low, (-lo, account, version))
