@@ -33,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from datasets.orders import MAX_FAULTS, duplicate_rows, fault_rows, read_schema
 from matching.errors import InputError
@@ -153,19 +154,46 @@ def run_checks(lf: pl.LazyFrame, checks: list[RowCheck], faults: list[str]) -> N
             fault_rows(lf, check.bad.fill_null(False), check.column, check.message, faults)
 
 
-def unique_faults(lf: pl.LazyFrame, cols: tuple[str, ...], faults: list[str]) -> None:
+HASH_BATCH_ROWS = 1_000_000
+
+
+def _key_hashes(path: Path, cols: tuple[str, ...], text: set[str]) -> pl.Series:
+    """One 64-bit hash of the key `cols` per row of `path`, read in Parquet batches (the
+    `text` columns as plain strings, as scan_table gives them)."""
+    parts = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=HASH_BATCH_ROWS, columns=list(cols)):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(pl.col(c).cast(pl.String) for c in cols if c in text)
+        parts.append(frame.select(pl.struct(list(cols)).hash(seed=0).alias("h"))["h"])
+    return pl.concat(parts) if parts else pl.Series("h", [], dtype=pl.UInt64)
+
+
+def unique_faults(lf: pl.LazyFrame, cols: tuple[str, ...], faults: list[str], path: Path,
+                  text: set[str]) -> None:
     """Rows whose key `cols` occurs more than once, by a sort and a neighbour compare
-    (bounded memory beside a hash-based is_duplicated; see datasets.orders.duplicate_rows)."""
+    (bounded memory beside a hash-based is_duplicated; see datasets.orders.duplicate_rows).
+    `path` is the file `lf` scans; `text` its string columns."""
     if len(cols) == 1:
         duplicate_rows(lf, cols[0], f"duplicate {cols[0]}", faults)
         return
     room = MAX_FAULTS - len(faults)
     if room <= 0:
         return
+    # Sort one 64-bit hash of the key per row, not the key's columns (on a day of depth,
+    # 21M rows of (seq, side, price): 2.6 GB -> see docs/market-data.md); rows whose hash
+    # repeats are candidates, and only they are compared on the key itself.
+    key = pl.struct(list(cols)).hash(seed=0)
+    hashes = _key_hashes(path, cols, text).sort()
+    repeated = hashes.filter(hashes == hashes.shift(1))  # sorted: a repeat follows its twin
+    del hashes
+    if repeated.is_empty():
+        return
     same_prev = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in cols])
     same_next = pl.all_horizontal([pl.col(c) == pl.col(c).shift(-1) for c in cols])
-    hits = (lf.select("row", *cols).sort(list(cols)).filter(same_prev | same_next)
-            .sort("row").head(room).collect(engine="streaming"))
+    hits = (lf.select("row", *cols).filter(key.is_in(repeated.unique().implode()))
+            .collect(engine="streaming").sort(list(cols)).filter(same_prev | same_next)
+            .sort("row").head(room))
     for row in hits.iter_rows():
         values = ", ".join(f"{c}={v!r}" for c, v in zip(cols, row[1:]))
         faults.append(f"row {row[0]}, column {cols[-1]}: duplicate ({values})")
@@ -237,7 +265,7 @@ def table_faults(path: Path, spec: TableSpec, *, known: dict[str, set[str]] | No
     lf = scan_table(path, spec, present)
     run_checks(lf, row_checks(spec, present, known) + list(extra), faults)
     for cols in spec.unique:
-        unique_faults(lf, cols, faults)
+        unique_faults(lf, cols, faults, path, {c for c, (k, _) in spec.columns.items() if k == STR})
     return faults[:MAX_FAULTS]
 
 
