@@ -12,20 +12,17 @@ places within the visible lots, our orders never crossed with tradable liquidity
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from hypothesis import event as note_event, given, settings
 from hypothesis import strategies as st
 
-from backtest.replay import (RANK_DEPTH, RANK_FUNDING, RANK_MARKS, RANK_TRADES, RANK_TRANSFERS,
-                             LiquidationRules, Replay)
+from backtest.replay import RANK_DEPTH, RANK_TRADES, LiquidationRules, Replay
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
 from clearing.settlement import Clearing, FeeSchedule
 from matching import SymbolRules
 from matching.market import MARKET_ACCOUNT, QUEUE_MODELS, MarketMatcher
 from matching.types import BUY, GTC, IOC, LIMIT, MARKET, NEW, SELL, STP_CANCEL_TAKER
-from tests.backtest.test_replay_properties import (ACCOUNTS, SYMBOLS, _brute_force_liquidatable, fundings,
-                                                   marks, transfers)
+from tests.backtest.test_replay_properties import (ACCOUNTS, SYMBOLS, _brute_force_liquidatable, apply_event,
+                                                   assert_conserved, fundings, marks, transfers)
 
 orders = st.tuples(st.just("order"), st.sampled_from(ACCOUNTS), st.sampled_from(sorted(SYMBOLS)),
                    st.sampled_from([BUY, SELL]), st.sampled_from(["limit", "ioc", "market"]),
@@ -98,22 +95,8 @@ def test_every_event_conserves_money_against_recorded_liquidity(stream, data):
             _, symbol, aggressor, price, qty = event
             _feed(replay, (ts, RANK_TRADES, ts, symbol, aggressor, price, qty, False, False))
         else:
-            if kind == "mark":
-                replay.schedule([(ts, RANK_MARKS, ts, "mark", event[1], event[2])])
-            elif kind == "funding":
-                replay.schedule([(ts, RANK_FUNDING, ts, "funding", event[1], Fraction(event[2]), "table")])
-            else:
-                _, account, how, asset, amount = event
-                replay.schedule([(ts, RANK_TRANSFERS, ts, "transfer", ts, account, how, asset, amount)])
-            replay.until(ts)
-        for asset in ("USDT", "USDC"):
-            assert clearing.conservation_gap(asset) == 0, (ts, event)
-            deposits = replay.deposits.get(asset, 0) - replay.withdrawals.get(asset, 0)
-            costs = sum(p.signed_cost() for s, held in clearing.holders.items()
-                        if SYMBOLS[s].settle == asset for p in held.values())
-            costs += sum(p.signed_cost() for p in clearing.parcels if p.asset == asset)
-            assert clearing.ledger.total(asset) - costs == external[asset] + deposits
-            assert clearing.ledger.balance("insurance_fund", asset) >= 0, (ts, event, asset)
+            apply_event(replay, ts, event)
+        assert_conserved(clearing, replay, external, (ts, event))
         for symbol in SYMBOLS:
             assert clearing.net_qty(symbol) == 0
         # `market` is an exchange account: never margin-checked (its balance may go anywhere).

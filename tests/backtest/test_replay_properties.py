@@ -55,6 +55,31 @@ def _brute_force_liquidatable(clearing: Clearing) -> set[tuple[str, str]]:
     return due
 
 
+def apply_event(replay: Replay, ts: int, event: tuple) -> None:
+    """A drawn mark, funding time or transfer, scheduled at `ts` and applied."""
+    if event[0] == "mark":
+        replay.schedule([(ts, RANK_MARKS, ts, "mark", event[1], event[2])])
+    elif event[0] == "funding":
+        replay.schedule([(ts, RANK_FUNDING, ts, "funding", event[1], Fraction(event[2]), "table")])
+    else:
+        _, account, kind, asset, amount = event
+        replay.schedule([(ts, RANK_TRANSFERS, ts, "transfer", ts, account, kind, asset, amount)])
+    replay.until(ts)
+
+
+def assert_conserved(clearing: Clearing, replay: Replay, external: dict[str, int], where: object) -> None:
+    """DESIGN.md's conservation identity in both forms for USDT and USDC (the fund's
+    parcels counted as positions), and the fund at or above its floor (0 here)."""
+    for asset in ("USDT", "USDC"):
+        assert clearing.conservation_gap(asset) == 0, where
+        deposits = replay.deposits.get(asset, 0) - replay.withdrawals.get(asset, 0)
+        costs = sum(p.signed_cost() for s, held in clearing.holders.items()
+                    if SYMBOLS[s].settle == asset for p in held.values())
+        costs += sum(p.signed_cost() for p in clearing.parcels if p.asset == asset)
+        assert clearing.ledger.total(asset) - costs == external[asset] + deposits, where
+        assert clearing.ledger.balance("insurance_fund", asset) >= 0, (where, asset)
+
+
 @settings(max_examples=500, deadline=None)
 @given(stream=streams, data=st.data())
 def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, data):
@@ -107,27 +132,10 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
                     exact = replay._orders_margin(acct, asset)
                     assert bound is None or bound >= exact, (acct, asset, bound, exact)
         else:
-            if event[0] == "mark":
-                replay.schedule([(ts, RANK_MARKS, ts, "mark", event[1], event[2])])
-            elif event[0] == "funding":
-                replay.schedule([(ts, RANK_FUNDING, ts, "funding", event[1], Fraction(event[2]), "table")])
-            else:
-                _, account, kind, asset, amount = event
-                replay.schedule([(ts, RANK_TRANSFERS, ts, "transfer", ts, account, kind, asset, amount)])
-            replay.until(ts)
-        # Conservation after every event, both forms, every asset.
-        for asset in ("USDT", "USDC"):
-            assert clearing.conservation_gap(asset) == 0, (ts, event)
-            deposits = replay.deposits.get(asset, 0) - replay.withdrawals.get(asset, 0)
-            costs = sum(p.signed_cost() for s, held in clearing.holders.items()
-                        if SYMBOLS[s].settle == asset for p in held.values())
-            costs += sum(p.signed_cost() for p in clearing.parcels if p.asset == asset)
-            assert clearing.ledger.total(asset) - costs == external[asset] + deposits
+            apply_event(replay, ts, event)
+        assert_conserved(clearing, replay, external, (ts, event))
         for symbol in SYMBOLS:
             assert clearing.net_qty(symbol) == 0
-        # The fund never goes below its floor (0 here), funding on its parcels included.
-        for asset in ("USDT", "USDC"):
-            assert clearing.ledger.balance("insurance_fund", asset) >= 0, (ts, event, asset)
         # Whatever the event made liquidatable was liquidated; nobody's equity is negative.
         assert not _brute_force_liquidatable(clearing), (ts, event)
         for account in ACCOUNTS:

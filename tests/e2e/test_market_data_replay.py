@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from backtest.cli import main
+from datasets.generate import MANIFEST
 
 S = 1_700_000_000_000_000_000
 SEC = 10**9
@@ -20,30 +21,14 @@ K = 10_000  # minor units per tick x lot: 0.1 USDT x 0.001 BTC = 0.0001 USDT
 
 def build(out, queue_model: str = "front") -> None:
     out.mkdir(parents=True)
-    (out / "dataset.toml").write_text(f'''[dataset]
-name = "market-data-scenario"
-start_ns = {S}
-end_ns = {S + 60 * SEC}
-provenance = "tests/e2e/test_market_data_replay.py"
-
-[assets.USDT]
-minor_unit = "0.00000001"
-stable = true
-
-[instruments.BTCUSDT]
-kind = "linear_perpetual"
-base = "BTC"
-settle = "USDT"
-tick_size = "0.1"
-lot_size = "0.001"
-min_qty = 1
-
-[rules]
+    (out / "dataset.toml").write_text(MANIFEST.format(
+        name="market-data-scenario", start_ns=S, end_ns=S + 60 * SEC,
+        provenance="tests/e2e/test_market_data_replay.py") + f"""\
 fees = {{ maker = 0, taker = 50_000 }}
 margin_tiers.BTCUSDT = [[0, 400_000, 0]]
 max_leverage.BTCUSDT = 50
 market = {{ queue_model = "{queue_model}" }}
-''')
+""")
     pl.DataFrame({"account": ["long", "bidder"], "asset": ["USDT", "USDT"],
                   "balance": [1_500 * USDT, 10_000 * USDT], "margin_mode": ["single_asset"] * 2,
                   "fee_tier": [0, 0]}).write_parquet(out / "accounts.parquet")

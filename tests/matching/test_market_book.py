@@ -218,3 +218,31 @@ def test_invariants_and_lots_balance(steps, model):
 def test_unknown_queue_model_is_refused():
     with pytest.raises(ValueError, match="queue model"):
         MarketMatcher({X: SymbolRules()}, queue_model="lifo")
+
+
+instructions = st.lists(st.tuples(
+    st.sampled_from(["new", "new", "new", "cancel", "amend"]), st.sampled_from(["a", "b", "c"]),
+    st.sampled_from([BUY, SELL]), st.sampled_from([(LIMIT, GTC), (LIMIT, IOC), (LIMIT, FOK), (LIMIT, POST_ONLY),
+                                                   (MARKET, IOC)]),
+    st.integers(97, 103), st.integers(0, 5), st.integers(0, 3), st.integers(1, 12)), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(instructions)
+def test_without_recorded_liquidity_it_is_the_engine(steps):
+    """With no depth and no trades, every record equals matching/engine.py's: the market
+    book mirrors the engine's control flow (the engine is a compiled final class that takes
+    no hooks), and this holds the two together."""
+    from matching.engine import Matcher
+
+    ours, engine = matcher(), Matcher({X: SymbolRules()})
+    for ts, (action, account, side, (otype, tif), price, qty, stp, target) in enumerate(steps, start=1):
+        for m in (ours, engine):
+            if action == "new":
+                m.new_order(ts, account, X, ts, side, otype, tif, price if otype == LIMIT else None, qty, stp)
+            elif action == "cancel":
+                m.cancel(ts, account, X, target)
+            else:
+                m.amend(ts, account, X, target, price if qty % 2 else None, qty)
+        assert ours.out == engine.out, (ts, ours.out[-3:], engine.out[-3:])
+        ours.check_invariants()
