@@ -39,7 +39,11 @@ take from the market adds to the level's `taken` and advances our orders behind 
 Output records are the engine's (matching/engine.py's module doc), with the market's
 liquidity as maker or taker order id 0 of account `market` (MARKET_ACCOUNT); its `filled`
 events carry the level's visible lots left (as maker) or 0 (as taker). Every other rule
-(door checks, post-only, IOC/FOK/market, self-trade prevention, amend) is the engine's.
+(door checks, post-only, IOC/FOK/market, self-trade prevention, amend) is the engine's:
+`new_order`, `amend` and `take` repeat the engine's control flow over this book on purpose
+(the engine is a compiled final class whose hot path takes no hooks), and
+tests/matching/test_market_book.py holds them equal record for record when nothing is
+recorded.
 
 Snapshots (`depth` rows with snapshot = true): consecutive snapshot rows of a symbol with
 one ts replace its recorded book: the levels the snapshot does not name are set to 0 when
