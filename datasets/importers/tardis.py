@@ -765,22 +765,34 @@ def _write(out: TableWriter, rows: pl.DataFrame, columns: list[pl.Expr], symbol:
     out.add_table(frame.to_arrow().cast(out.schema))
 
 
+def _converted(chunk: bytes, lines: int, source: SourceFile, opts: Options, clock: Clock,
+               columns: list[str], ok: pl.Expr) -> tuple[pl.DataFrame, list] | None:
+    """A chunk's own rows with both clocks in microseconds, price in ticks and amount in
+    lots, plus `columns` as given; None when a row fails `ok` or the common checks (times
+    present, price > 0), so the row-by-row path takes the chunk and names the fault."""
+    frame = _chunk_frame(chunk, lines, source.data_type)
+    if frame is None:
+        return None
+    rows, others = _own_rows(frame, opts.symbol)
+    conv = rows.select("i", _micros_expr("local_timestamp").alias("local"),
+                       _micros_expr("timestamp").alias("exchange"), *columns,
+                       _units_expr("price", opts.tick).alias("price"),
+                       _units_expr("amount", opts.lot).alias("qty"))
+    common = pl.col("local").is_not_null() & pl.col("exchange").is_not_null() & (pl.col("price") > 0)
+    if not _checked(conv, common & ok, clock):
+        return None
+    return conv, others
+
+
 def _fast_depth(chunk: bytes, lines: int, first_line: int, source: SourceFile, opts: Options,
                 writers: dict[str, TableWriter], clock: Clock, state: dict, counts: Counts) -> bool:
     """_depth_row over a chunk: snapshot runs, the skip before the first snapshot."""
-    frame = _chunk_frame(chunk, lines, source.data_type)
-    if frame is None:
+    converted = _converted(chunk, lines, source, opts, clock, ["is_snapshot", "side"],
+                           pl.col("is_snapshot").is_in(["true", "false"])
+                           & pl.col("side").is_in(list(DEPTH_SIDES)) & pl.col("qty").is_not_null())
+    if converted is None:
         return False
-    rows, others = _own_rows(frame, opts.symbol)
-    conv = rows.select("i", _micros_expr("local_timestamp").alias("local"),
-                       _micros_expr("timestamp").alias("exchange"), "is_snapshot", "side",
-                       _units_expr("price", opts.tick).alias("price"),
-                       _units_expr("amount", opts.lot).alias("qty"))
-    ok = (pl.col("local").is_not_null() & pl.col("exchange").is_not_null()
-          & pl.col("is_snapshot").is_in(["true", "false"]) & pl.col("side").is_in(list(DEPTH_SIDES))
-          & (pl.col("price") > 0) & pl.col("qty").is_not_null())
-    if not _checked(conv, ok, clock):
-        return False
+    conv, others = converted
     seen_before = state.get("depth_seen_snapshot", False)
     conv = conv.with_columns((pl.col("is_snapshot") == "true").alias("snapshot"))
     conv = conv.with_columns(
@@ -805,18 +817,11 @@ def _fast_depth(chunk: bytes, lines: int, first_line: int, source: SourceFile, o
 def _fast_trades(chunk: bytes, lines: int, first_line: int, source: SourceFile, opts: Options,
                  writers: dict[str, TableWriter], clock: Clock, state: dict, counts: Counts) -> bool:
     """_trade_row over a chunk: `unknown` sides skipped and counted."""
-    frame = _chunk_frame(chunk, lines, source.data_type)
-    if frame is None:
+    converted = _converted(chunk, lines, source, opts, clock, ["side", "id"],
+                           pl.col("side").is_in(["buy", "sell", "unknown"]) & (pl.col("qty") > 0))
+    if converted is None:
         return False
-    rows, others = _own_rows(frame, opts.symbol)
-    conv = rows.select("i", _micros_expr("local_timestamp").alias("local"),
-                       _micros_expr("timestamp").alias("exchange"), "side", "id",
-                       _units_expr("price", opts.tick).alias("price"),
-                       _units_expr("amount", opts.lot).alias("qty"))
-    ok = (pl.col("local").is_not_null() & pl.col("exchange").is_not_null()
-          & pl.col("side").is_in(["buy", "sell", "unknown"]) & (pl.col("price") > 0) & (pl.col("qty") > 0))
-    if not _checked(conv, ok, clock):
-        return False
+    conv, others = converted
     unknown = conv.filter(pl.col("side") == "unknown").get_column("i")
     if unknown.len():
         counts.unknown_side += unknown.len()
