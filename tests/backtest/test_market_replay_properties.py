@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from backtest.replay import RANK_DEPTH, RANK_TRADES, LiquidationRules, Replay
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
-from clearing.settlement import Clearing, FeeSchedule
 from matching import SymbolRules
 from matching.market import MARKET_ACCOUNT, QUEUE_MODELS, MarketMatcher
 from matching.types import BUY, GTC, IOC, LIMIT, MARKET, NEW, SELL, STP_CANCEL_TAKER
 from tests.backtest.test_replay_properties import (ACCOUNTS, SYMBOLS, _brute_force_liquidatable, apply_event,
-                                                   assert_conserved, fundings, marks, transfers)
+                                                   assert_conserved, fundings, marks, opened_clearing,
+                                                   transfers)
 
 orders = st.tuples(st.just("order"), st.sampled_from(ACCOUNTS), st.sampled_from(sorted(SYMBOLS)),
                    st.sampled_from([BUY, SELL]), st.sampled_from(["limit", "ioc", "market"]),
@@ -45,11 +45,7 @@ def _feed(replay: Replay, row: tuple) -> None:
 @settings(max_examples=500, deadline=None)
 @given(stream=streams, data=st.data())
 def test_every_event_conserves_money_against_recorded_liquidity(stream, data):
-    clearing = Clearing(dict(SYMBOLS), FeeSchedule(((-10_000, 50_000), (20_000, 40_000))))
-    for account in ACCOUNTS:
-        clearing.fee_tier[account] = data.draw(st.integers(0, 1))
-        clearing.ledger.open_balance(account, "USDT", data.draw(st.integers(0, 50_000)))
-        clearing.ledger.open_balance(account, "USDC", data.draw(st.integers(0, 50_000)))
+    clearing = opened_clearing(data)
     for symbol in sorted(SYMBOLS):
         account = data.draw(st.sampled_from(ACCOUNTS))
         qty = data.draw(st.integers(-50, 50))

@@ -55,6 +55,17 @@ def _brute_force_liquidatable(clearing: Clearing) -> set[tuple[str, str]]:
     return due
 
 
+def opened_clearing(data) -> Clearing:
+    """Clearing for SYMBOLS with two fee tiers (a rebate in tier 0) and every account's
+    drawn fee tier and USDT and USDC balances."""
+    clearing = Clearing(dict(SYMBOLS), FeeSchedule(((-10_000, 50_000), (20_000, 40_000))))
+    for account in ACCOUNTS:
+        clearing.fee_tier[account] = data.draw(st.integers(0, 1))
+        clearing.ledger.open_balance(account, "USDT", data.draw(st.integers(0, 50_000)))
+        clearing.ledger.open_balance(account, "USDC", data.draw(st.integers(0, 50_000)))
+    return clearing
+
+
 def apply_event(replay: Replay, ts: int, event: tuple) -> None:
     """A drawn mark, funding time or transfer, scheduled at `ts` and applied."""
     if event[0] == "mark":
@@ -83,11 +94,7 @@ def assert_conserved(clearing: Clearing, replay: Replay, external: dict[str, int
 @settings(max_examples=500, deadline=None)
 @given(stream=streams, data=st.data())
 def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, data):
-    clearing = Clearing(dict(SYMBOLS), FeeSchedule(((-10_000, 50_000), (20_000, 40_000))))
-    for account in ACCOUNTS:
-        clearing.fee_tier[account] = data.draw(st.integers(0, 1))
-        clearing.ledger.open_balance(account, "USDT", data.draw(st.integers(0, 50_000)))
-        clearing.ledger.open_balance(account, "USDC", data.draw(st.integers(0, 50_000)))
+    clearing = opened_clearing(data)
     for symbol in sorted(SYMBOLS):
         qty = data.draw(st.integers(0, 50))
         long_acct, short_acct = data.draw(st.permutations(ACCOUNTS))[:2]
