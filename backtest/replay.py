@@ -150,6 +150,7 @@ class Replay:
         self._mk_i = 0
         self._mk_ts: int | None = None
         self.market_rows = 0  # market rows applied
+        self._held: set[str] = set()  # accounts touched by market fills, checked at the message's end
         self._market_batch = market_batch  # called (rows applied, ts) before each new batch
         self._load_market()
         self._next_ts = self._first_ts()
@@ -312,15 +313,21 @@ class Replay:
         self._next_ts = self._first_ts()
 
     def _market_row(self) -> None:
-        """Apply the next recorded depth or trade row (datasets/market_stream.py columns),
-        clear the fills it made against our resting orders, check the accounts they touched."""
-        ts_col, rank_col, _, symbol_col, side_col, price_col, qty_col, snap_col, end_col = self._mk
+        """Apply the next recorded depth or trade row (datasets/market_stream.py columns)
+        and clear the fills it made against our resting orders at once. The accounts they
+        touched are checked (and may be liquidated into the book) only once the book is
+        whole again: after the last row of a venue message (rows sharing ts, rank and seq)
+        and with no snapshot half applied, so a liquidation never walks levels the same
+        update is about to change."""
+        ts_col, rank_col, seq_col, symbol_col, side_col, price_col, qty_col, snap_col, end_col = self._mk
         i = self._mk_i
         ts = ts_col[i]
+        rank = rank_col[i]
+        seq = seq_col[i]
         symbol = symbol_col[i]
         matcher = self.matcher
         n0 = len(self.out)
-        if rank_col[i] == RANK_TRADES:
+        if rank == RANK_TRADES:
             matcher.trade(ts, symbol, price_col[i], qty_col[i], side_col[i])
         else:
             matcher.depth(ts, symbol, side_col[i], price_col[i], qty_col[i], snap_col[i])
@@ -330,11 +337,17 @@ class Replay:
         if len(self.out) > n0:
             touched = self._clear_fills(ts, n0)
             if touched:
-                if self._reduce_only:
-                    self._trim_reduce_only(ts, touched)
-                self._check(ts, touched, "fill")
+                self._held |= touched
         i += 1
-        if i < len(ts_col):
+        last = i >= len(ts_col)  # a batch never ends inside a ts (market_stream)
+        if self._held and not matcher.open_snapshots and (
+                last or ts_col[i] != ts or rank_col[i] != rank or seq_col[i] != seq):
+            held = self._held
+            self._held = set()
+            if self._reduce_only:
+                self._trim_reduce_only(ts, held)
+            self._check(ts, held, "fill")
+        if not last:
             self._mk_i = i
             self._mk_ts = ts_col[i]
         else:

@@ -1,8 +1,10 @@
 """`backtest run`: a dataset's orders, marks, funding and transfers through the matcher and
 clearing, into a run folder (DESIGN.md's Outputs; docs/run.md lists the tables).
 
-A dataset with `depth` or `trades` is a market-data replay (DESIGN.md "Two kinds of
-replay"): the recorded book is the `market` account's liquidity in a
+A dataset with `depth` is a market-data replay (DESIGN.md "Two kinds of replay"; its
+`trades`, if any, move our queues and fill our resting orders; recorded trades without
+depth are for checking and are not replayed): the recorded book is the `market` account's
+liquidity in a
 `matching.market.MarketMatcher`, and the `market` account takes the opposite of each
 symbol's loaded net position at that symbol's first mark.
 
@@ -34,7 +36,7 @@ from clearing.ledger import EXCHANGE_ACCOUNTS
 from clearing.settlement import FUND, Clearing, SymbolSpec
 from datasets.folders import file_sha256, staged_folder
 from datasets.manifest import Manifest, load_manifest
-from datasets.orders import check_orders, iter_order_batches
+from datasets.orders import MAX_FAULTS, check_orders, iter_order_batches
 from datasets.rules import RuleSet, dump_rules, load_rules, merge_rules, read_rule_file
 from matching.types import STP_NAMES
 from datasets.market_stream import iter_market_batches, market_rows
@@ -134,10 +136,17 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet,
     path = _optional(dataset, "positions")
     if path is not None:
         frame = load_table(path, POSITIONS, known={"symbol": set(manifest.instruments)})
-        for account, symbol, qty, entry_price in frame.iter_rows():
+        exchange = [f"row {row}, column account: {account!r} is an exchange account; it holds no "
+                    "opening position" for row, account in enumerate(frame["account"], start=1)
+                    if account in EXCHANGE_ACCOUNTS]
+        if exchange:
+            raise InputError(str(path), exchange[:MAX_FAULTS])
+        last_row: dict[str, int] = {}
+        for row, (account, symbol, qty, entry_price) in enumerate(frame.iter_rows(), start=1):
             clearing.load_position(account, symbol, qty, entry_price)
+            last_row[symbol] = row
         if first_marks is not None:
-            _market_opposite(clearing, first_marks, path)
+            _market_opposite(clearing, first_marks, path, last_row)
         try:
             clearing.check_opening()
         except ValueError as exc:
@@ -152,17 +161,20 @@ def _load_clearing(dataset: Path, manifest: Manifest, rules: RuleSet,
     return clearing, openings
 
 
-def _market_opposite(clearing: Clearing, first_marks: dict[str, int], path: Path) -> None:
+def _market_opposite(clearing: Clearing, first_marks: dict[str, int], path: Path,
+                     last_row: dict[str, int]) -> None:
     """DESIGN.md's Conservation for a market-data replay: `market` holds the opposite of
-    each symbol's net loaded quantity, its entry cost that quantity at the first mark."""
+    each symbol's net loaded quantity, its entry cost that quantity at the first mark.
+    A fault names the symbol's last row in `path`."""
     faults = []
     for symbol in sorted(clearing.symbols):
         net = clearing.net_qty(symbol)
         if not net:
             continue
         if symbol not in first_marks:
-            faults.append(f"{symbol}: positions net {net} lots and there is no mark to price the "
-                          "market account's opposite position at (DESIGN.md Conservation)")
+            faults.append(f"row {last_row[symbol]}, column symbol: positions in {symbol} net {net:+,} "
+                          f"lots and there is no mark of {symbol} to price the market account's "
+                          f"opposite position at (DESIGN.md Conservation) (value: {symbol!r})")
             continue
         clearing.load_position(MARKET_ACCOUNT, symbol, -net, first_marks[symbol])
     if faults:
@@ -290,8 +302,9 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                        assets=sorted(manifest.assets))
     orders_path = _optional(dataset, "orders")
     total = check_orders(orders_path) if orders_path is not None else 0
-    depth_path, trades_path = _optional(dataset, "depth"), _optional(dataset, "trades")
-    market_mode = depth_path is not None or trades_path is not None
+    depth_path = _optional(dataset, "depth")
+    market_mode = depth_path is not None
+    trades_path = _optional(dataset, "trades") if market_mode else None
     for path, spec in ((depth_path, DEPTH), (trades_path, TRADES)):
         if path is not None:
             check_table(path, spec, known={"symbol": set(manifest.instruments)})

@@ -16,8 +16,9 @@ What is checked (docs/validate.md lists every fault with an example):
   span [start_ns, end_ns] when both are given; accounts of `orders` and `positions` known
   to `accounts` when that table is present (an order or a position of an account with no
   balance row is a mistake, not a venue outcome); opening positions netting to zero per
-  symbol unless the dataset is a market-data replay (`depth` or `trades` present, where
-  the `market` account takes the opposite, DESIGN.md's Conservation); the checks `backtest
+  symbol unless the dataset is a market-data replay (`depth` present, where the `market`
+  account takes the opposite at the symbol's first mark, DESIGN.md's Conservation: such a
+  symbol then needs a mark), and no position of an exchange account; the checks `backtest
   run` makes on `accounts` against the rules (fee tier defined, no exchange account, one
   fee tier per account, single_asset margin only, as the replay supports no other yet).
 - Any other `*.parquet` (an importer's extras: expected_book, recorded_book_ticker,
@@ -66,7 +67,7 @@ MANIFEST = "dataset.toml"
 SYMBOL_TABLES = ("orders", "positions", "marks", "funding", "premium_index", "trades", "depth")
 ASSET_COLUMNS = {"accounts": ("asset",), "transfers": ("asset", "repay_with"),
                  "asset_prices": ("asset",)}
-MARKET_DATA = ("depth", "trades")  # either present: a market-data replay
+MARKET_DATA = "depth"  # present: a market-data replay (recorded trades alone are for checking)
 
 
 @dataclass
@@ -118,8 +119,8 @@ def check_dataset(path: Path) -> Report:
         elif name in SPECS:
             extra = _account_check(ctx) if name == "positions" else []
             faults = _table(table, SPECS[name], ctx, extra)
-            if name == "positions" and not faults and not any(t in tables for t in MARKET_DATA):
-                faults = _netting_faults(table)
+            if name == "positions" and not faults:
+                faults = _netting_faults(table, MARKET_DATA in tables, tables.get("marks"))
             _add(report, table.name, faults)
         else:
             _check_readable(table, report)
@@ -318,7 +319,10 @@ def _account_check(ctx: _Context) -> list[RowCheck]:
     if ctx.accounts is None:
         return []
     account = pl.col("account")
-    return [RowCheck(account.is_not_null() & ~account.is_in(sorted(ctx.accounts)), "account",
+    exchange = account.is_in(sorted(EXCHANGE_ACCOUNTS))
+    return [RowCheck(exchange, "account", "an exchange account; it holds no opening position or "
+                     "order (`market` takes the opposite of the net in a market-data replay)"),
+            RowCheck(account.is_not_null() & ~exchange & ~account.is_in(sorted(ctx.accounts)), "account",
                      "not in accounts.parquet (the account has no balance row)")]
 
 
@@ -357,17 +361,33 @@ def _schema_names(path: Path) -> list[str]:
         return []
 
 
-def _netting_faults(path: Path) -> list[str]:
-    """Opening positions must net to zero per symbol (DESIGN.md's Conservation); the
-    fault names the symbol's last row."""
-    net = (pl.scan_parquet(path).with_row_index("row", offset=1)
-           .group_by(pl.col("symbol").cast(pl.String))
+def _netting_faults(path: Path, market_data: bool, marks: Path | None) -> list[str]:
+    """Opening positions must net to zero per symbol (DESIGN.md's Conservation), except in
+    a market-data replay, where `market` takes the opposite at the symbol's first mark
+    (in `marks`), which must then exist; no exchange account holds one. Each fault names
+    the symbol's last row."""
+    rows = pl.scan_parquet(path).with_row_index("row", offset=1)
+    faults = [f"row {row}, column account: {account!r} is an exchange account; it holds no "
+              "opening position (`market` takes the opposite of the net in a market-data replay)"
+              for row, account in rows.filter(pl.col("account").cast(pl.String).is_in(list(EXCHANGE_ACCOUNTS)))
+              .select("row", pl.col("account").cast(pl.String)).head(MAX_FAULTS).collect().iter_rows()]
+    net = (rows.group_by(pl.col("symbol").cast(pl.String))
            .agg(pl.col("qty").sum().alias("net"), pl.col("row").max().alias("last"))
            .filter(pl.col("net") != 0).sort("symbol").collect())
-    return [f"row {last}, column qty: positions in {symbol} net to {total:+,} lots; they must "
-            "net to zero per symbol unless the dataset is a market-data replay (depth or "
-            f"trades present) (value: {total})"
-            for symbol, total, last in net.iter_rows()][:MAX_FAULTS]
+    if not market_data:
+        faults += [f"row {last}, column qty: positions in {symbol} net to {total:+,} lots; they must "
+                   "net to zero per symbol unless the dataset is a market-data replay (depth "
+                   f"present) (value: {total})" for symbol, total, last in net.iter_rows()]
+    else:
+        marked = set()  # no marks table, or one whose own faults are reported with it
+        if marks is not None and "symbol" in _schema_names(marks):
+            marked = set(pl.scan_parquet(marks).select(pl.col("symbol").cast(pl.String).unique())
+                         .collect()["symbol"].to_list())
+        faults += [f"row {last}, column symbol: positions in {symbol} net to {total:+,} lots and "
+                   f"marks.parquet has no mark of {symbol} to price the market account's opposite "
+                   f"position at (value: {symbol!r})"
+                   for symbol, total, last in net.iter_rows() if symbol not in marked]
+    return faults[:MAX_FAULTS]
 
 
 def _check_orders(path: Path, ctx: _Context) -> list[str]:

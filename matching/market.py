@@ -13,7 +13,8 @@ what traded (`trades` rows); it has no orders. `MarketMatcher` keeps, per price 
   front of it. An order joins behind everything visible at its price (`ahead = visible`).
 
 What moves an order up the queue (the queue model, `front` or `proportional`):
-- a recorded trade at its price advances it by the trade's qty (trades eat the front);
+- a recorded trade at its price advances it by the trade's qty, less what the trade
+  filled of our orders at better prices on its way (trades eat the front);
 - a recorded decrease of its level by d lots advances it by d (`front`: every decrease
   comes from the front of the queue) or by floor(d x ahead / recorded-before)
   (`proportional`: a decrease is spread over the queue, so the part in front of the order
@@ -208,6 +209,7 @@ class MarketMatcher:
         self._steps = {s: (r.price_step, r.qty_step) for s, r in symbols.items()}
         self.orders: dict[int, MarketOrder] = {}
         self.out: list[tuple] = []
+        self.open_snapshots = 0  # symbols with a snapshot begun and not yet ended
         # The engine's door checks, sharing our order index (its duplicate-id check).
         self._door = Matcher(symbols)
         self._door.orders = self.orders  # type: ignore[assignment]
@@ -341,6 +343,7 @@ class MarketMatcher:
         if snapshot:
             if not book.snapshot_open:
                 book.snapshot_open = True
+                self.open_snapshots += 1
                 book.stale = {(s, p) for s in (BUY, SELL) for p, lv in book.side(s).items() if lv.recorded}
             book.stale.discard((side, price))
         self._set(ts, book, side, price, qty)
@@ -354,6 +357,7 @@ class MarketMatcher:
             self._set(ts, book, side, price, 0)
         book.stale = set()
         book.snapshot_open = False
+        self.open_snapshots -= 1
 
     def trade(self, ts: int, symbol: str, price: int, qty: int, aggressor: int) -> None:
         """One recorded trade: `qty` lots at `price`, the aggressor buying (BUY) or selling.

@@ -19,43 +19,52 @@ USDT = 10**8  # minor units per USDT
 K = 10_000  # minor units per tick x lot: 0.1 USDT x 0.001 BTC = 0.0001 USDT
 
 
-def build(out, queue_model: str = "front") -> None:
+def write(out, *, accounts, positions, marks, depth, trades, orders, rules: str = "") -> None:
+    """A BTCUSDT market-data dataset: accounts (account, USDT balance), positions (account,
+    qty, entry price), marks (ts, mark), depth (ts, seq, side, price, qty, snapshot), trades
+    (ts, seq, price, qty, aggressor), orders (ts, seq, account, id, side, price, qty: GTC
+    limits); `rules` is added to the manifest's [rules]."""
     out.mkdir(parents=True)
     (out / "dataset.toml").write_text(MANIFEST.format(
         name="market-data-scenario", start_ns=S, end_ns=S + 60 * SEC,
-        provenance="tests/e2e/test_market_data_replay.py") + f"""\
-fees = {{ maker = 0, taker = 50_000 }}
+        provenance="tests/e2e/test_market_data_replay.py") + """\
+fees = { maker = 0, taker = 50_000 }
 margin_tiers.BTCUSDT = [[0, 400_000, 0]]
 max_leverage.BTCUSDT = 50
-market = {{ queue_model = "{queue_model}" }}
-""")
-    pl.DataFrame({"account": ["long", "bidder"], "asset": ["USDT", "USDT"],
-                  "balance": [1_500 * USDT, 10_000 * USDT], "margin_mode": ["single_asset"] * 2,
-                  "fee_tier": [0, 0]}).write_parquet(out / "accounts.parquet")
-    # 1 BTC long at 30,000: net +1,000 lots, so `market` opens short 1,000 lots at the
-    # first mark (30,000), DESIGN.md's Conservation for a market-data replay.
-    pl.DataFrame({"account": ["long"], "symbol": ["BTCUSDT"], "qty": [1_000],
-                  "entry_price": [300_000]}).write_parquet(out / "positions.parquet")
-    pl.DataFrame({"ts": [S + SEC, S + 30 * SEC], "symbol": ["BTCUSDT"] * 2,
-                  "mark_price": [300_000, 286_000], "index_price": [300_000, 286_000]}
-                 ).write_parquet(out / "marks.parquet")
-    depth = [  # ts, seq, side, price, qty, snapshot
-        (S + 2 * SEC, 1, "bid", 290_000, 300, True),
-        (S + 2 * SEC, 2, "bid", 285_000, 500, True),
-        (S + 2 * SEC, 3, "bid", 280_000, 2_000, True),
-        (S + 2 * SEC, 4, "ask", 301_000, 5_000, True),
-    ]
+""" + rules)
+    pl.DataFrame([{"account": a, "asset": "USDT", "balance": b, "margin_mode": "single_asset", "fee_tier": 0}
+                  for a, b in accounts]).write_parquet(out / "accounts.parquet")
+    pl.DataFrame([{"account": a, "symbol": "BTCUSDT", "qty": q, "entry_price": p} for a, q, p in positions],
+                 schema={"account": pl.String, "symbol": pl.String, "qty": pl.Int64, "entry_price": pl.Int64}
+                 ).write_parquet(out / "positions.parquet")
+    if marks:
+        pl.DataFrame([{"ts": t, "symbol": "BTCUSDT", "mark_price": m, "index_price": m} for t, m in marks]
+                     ).write_parquet(out / "marks.parquet")
     pl.DataFrame([{"ts": r[0], "seq": r[1], "symbol": "BTCUSDT", "side": r[2], "price": r[3], "qty": r[4],
                    "snapshot": r[5]} for r in depth]).write_parquet(out / "depth.parquet")
-    trades = [  # ts, seq, price, qty, aggressor
-        (S + 10 * SEC, 1, 290_000, 300, "sell"),  # eats the 300 recorded lots ahead of bidder
-        (S + 11 * SEC, 2, 290_000, 50, "sell"),  # reaches bidder's order: 50 lots filled
-    ]
-    pl.DataFrame([{"ts": r[0], "seq": r[1], "symbol": "BTCUSDT", "price": r[2], "qty": r[3], "aggressor": r[4]}
-                  for r in trades]).write_parquet(out / "trades.parquet")
-    pl.DataFrame({"ts": [S + 5 * SEC], "seq": [1], "account": ["bidder"], "symbol": ["BTCUSDT"], "action": ["new"],
-                  "order_id": [1], "side": ["buy"], "type": ["limit"], "tif": ["gtc"], "price": [290_000],
-                  "qty": [100], "reduce_only": [False]}).write_parquet(out / "orders.parquet")
+    if trades:
+        pl.DataFrame([{"ts": r[0], "seq": r[1], "symbol": "BTCUSDT", "price": r[2], "qty": r[3],
+                       "aggressor": r[4]} for r in trades]).write_parquet(out / "trades.parquet")
+    if orders:
+        pl.DataFrame([{"ts": r[0], "seq": r[1], "account": r[2], "symbol": "BTCUSDT", "action": "new",
+                       "order_id": r[3], "side": r[4], "type": "limit", "tif": "gtc", "price": r[5],
+                       "qty": r[6], "reduce_only": False} for r in orders]).write_parquet(out / "orders.parquet")
+
+
+def build(out, queue_model: str = "front") -> None:
+    write(out, accounts=[("long", 1_500 * USDT), ("bidder", 10_000 * USDT)],
+          # 1 BTC long at 30,000: net +1,000 lots, so `market` opens short 1,000 lots at the
+          # first mark (30,000), DESIGN.md's Conservation for a market-data replay.
+          positions=[("long", 1_000, 300_000)],
+          marks=[(S + SEC, 300_000), (S + 30 * SEC, 286_000)],
+          depth=[(S + 2 * SEC, 1, "bid", 290_000, 300, True),
+                 (S + 2 * SEC, 2, "bid", 285_000, 500, True),
+                 (S + 2 * SEC, 3, "bid", 280_000, 2_000, True),
+                 (S + 2 * SEC, 4, "ask", 301_000, 5_000, True)],
+          trades=[(S + 10 * SEC, 1, 290_000, 300, "sell"),  # eats the 300 recorded lots ahead of bidder
+                  (S + 11 * SEC, 2, 290_000, 50, "sell")],  # reaches bidder's order: 50 lots filled
+          orders=[(S + 5 * SEC, 1, "bidder", 1, "buy", 290_000, 100)],
+          rules=f'market = {{ queue_model = "{queue_model}" }}\n')
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +132,60 @@ def test_same_inputs_same_bytes(run, tmp_path):
     a = json.loads((run / "summary.json").read_text())["tables"]
     b = json.loads((tmp_path / "run" / "summary.json").read_text())["tables"]
     assert a == b
+
+
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_a_liquidation_waits_for_the_whole_update(tmp_path, snapshot):
+    """A depth update that fills our resting bid and so makes its account liquidatable:
+    the takeover is swept into the book the whole update leaves, never into a level the
+    same update removes (a snapshot that does not name it, or a later row of one venue
+    message: rows sharing ts and seq)."""
+    second = [(S + 4 * SEC, 3, "ask", 279_000, 5_000, True), (S + 4 * SEC, 4, "bid", 270_000, 5_000, True)]
+    if not snapshot:  # one message: the ask moves down, the 278,000 bid goes, a bid at 270,000 comes
+        second = [(S + 4 * SEC, 3, "ask", 279_000, 5_000, False), (S + 4 * SEC, 3, "bid", 278_000, 0, False),
+                  (S + 4 * SEC, 3, "bid", 270_000, 5_000, False), (S + 4 * SEC, 3, "ask", 301_000, 0, False)]
+    write(tmp_path / "ds", accounts=[("long", 200 * USDT), ("other", 100_000 * USDT)], positions=[],
+          marks=[(S + SEC, 300_000), (S + 3 * SEC, 280_000)],
+          depth=[(S + 2 * SEC, 1, "bid", 278_000, 5_000, True), (S + 2 * SEC, 2, "ask", 301_000, 5_000, True)]
+          + second,
+          trades=[], orders=[(S + 2 * SEC + 1, 1, "long", 7, "buy", 299_000, 100)],
+          rules="insurance_fund = { opening = 100_000_000_000, floor = 0 }\n")
+    assert main(["run", str(tmp_path / "ds"), "--out", str(tmp_path / "run")]) == 0
+    fills = pl.read_parquet(tmp_path / "run" / "fills.parquet").sort("seq")
+    # long's bid at 29,900 is filled by the recorded ask at 27,900 (at 29,900, its price;
+    # maker fee 0); at mark 28,000 the 0.1 BTC long is 190 USDT down on a 200 USDT balance,
+    # under maintenance: taken over at bankruptcy 29,900 - 200 / 0.1 = 27,900, and the fund
+    # sells into the bids the update leaves: 27,000, not the gone 27,800.
+    assert fills.select("kind", "price", "qty").rows() == [
+        ("trade", 299_000, 100), ("takeover", 279_000, 100), ("liquidation", 270_000, 100)]
+
+
+def test_bad_market_data_inputs_are_named_not_crashed(tmp_path, capsys):
+    """An exchange account's position, and a market-data symbol whose positions do not net
+    to zero with no mark to price the market's side at: `validate` and `run` both exit 2
+    naming the file, row and column (before, `run` raised from deep inside)."""
+    common = dict(accounts=[("a", 1_000 * USDT)], trades=[], orders=[],
+                  depth=[(S + 2 * SEC, 1, "bid", 290_000, 300, True)])
+    write(tmp_path / "exchange", positions=[("a", 5, 300_000), ("market", -5, 300_000)],
+          marks=[(S + SEC, 300_000)], **common)
+    write(tmp_path / "unpriced", positions=[("a", 5, 300_000)], marks=[], **common)
+    for name, needles in (("exchange", ("row 2, column account:", "exchange account")),
+                          ("unpriced", ("row 1, column", "no mark"))):
+        for command in (["validate", str(tmp_path / name)],
+                        ["run", str(tmp_path / name), "--out", str(tmp_path / f"run-{name}")]):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err
+            assert all(needle in err for needle in needles), (command, err)
+        assert not (tmp_path / f"run-{name}").exists()
+
+
+def test_recorded_trades_without_depth_are_not_replayed(tmp_path):
+    """Trades alone are there to check against (an importer writes them): the replay is an
+    order-flow replay, so positions must net to zero and nothing fills from the recording."""
+    write(tmp_path / "ds", accounts=[("a", 1_000 * USDT), ("b", 1_000 * USDT)],
+          positions=[("a", 5, 300_000), ("b", -5, 300_000)], marks=[(S + SEC, 300_000)], depth=[],
+          trades=[(S + 3 * SEC, 1, 299_000, 7, "sell")], orders=[(S + 2 * SEC, 1, "a", 1, "buy", 299_000, 10)])
+    (tmp_path / "ds" / "depth.parquet").unlink()
+    assert main(["run", str(tmp_path / "ds"), "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["replay"] == "order_flow" and summary["fills"] == 0
