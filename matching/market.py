@@ -535,17 +535,18 @@ class MarketMatcher:
         out = self.out
         levels = book.asks if side == BUY else book.bids
         remaining = qty
-        while remaining and levels:
-            level = None
-            for candidate in (iter(levels.values()) if side == BUY else reversed(levels.values())):
-                if limit is not None and (candidate.price > limit if side == BUY else candidate.price < limit):
-                    break
-                if candidate.recorded - candidate.taken or candidate.qty:
-                    level = candidate
-                    break
-            if level is None:
+        # The prices within the limit, best first, listed once: the walk only removes
+        # levels (it never adds one), so a listed price is either still there or gone.
+        if side == BUY:
+            prices = list(levels.irange(maximum=limit))
+        else:
+            prices = list(levels.irange(minimum=limit, reverse=True))
+        for price in prices:
+            if not remaining:
                 break
-            price = level.price
+            level = levels.get(price)
+            if level is None or not (level.recorded - level.taken or level.qty):
+                continue
             taken = 0  # market lots this walk takes at the level
             cancelled = False
             for lots, maker in _makers(level):
