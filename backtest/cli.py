@@ -149,10 +149,16 @@ explains the readings.""",
                                    "transfer_events, accounts_final, positions_final, rules.toml "
                                    "and summary.json (headline figures, the conservation check, "
                                    "a content hash per table) into RUN, which appears only when "
-                                   "complete. docs/run.md describes every table.",
+                                   "complete. docs/run.md describes every table. A dataset with "
+                                   "depth (and trades) is a market-data replay: the recorded book "
+                                   "is the `market` account's liquidity, our orders queue in it and "
+                                   "liquidations sweep it (docs/run.md, \"Market-data replay\"; "
+                                   "rules.market.queue_model).",
                        epilog="examples:\n  backtest generate crash-day data/crash\n"
                               "  backtest run data/crash --out runs/crash\n"
-                              "  backtest run data/crash --out runs/crash-ioc --rules examples/ioc.toml")
+                              "  backtest run data/crash --out runs/crash-ioc --rules examples/ioc.toml\n"
+                              "  make crash-2025-10-10    # a market-data replay of a real crash day "
+                              "(examples/crash-2025-10-10)")
     r.add_argument("dataset", type=Path, metavar="DATASET")
     r.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder to write")
     r.add_argument("--rules", type=Path, metavar="RULES.toml",
