@@ -47,7 +47,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   bitmex_rank, equity_shares, order_keyed, rank_keys, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
-from clearing.pretrade import OrderIntent, check_order
+from clearing.pretrade import OrderIntent, check_order, check_order_parts
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -381,12 +381,14 @@ class Replay:
 
     def _pretrade(self, account: str, symbol: str, side: int, price: int | None, qty: int,
                   reduce_only: bool) -> str | None:
+        """clearing/pretrade.py's check_order for one new order (check_order_parts: no
+        OrderIntent, no keywords; the pool's figures as a tuple: this runs per new order)."""
         c = self.clearing
         spec = c.symbols[symbol]
-        held = c.positions.get(account)
-        pos = None if held is None else held.get(symbol)
-        intent = OrderIntent(qty if side == BUY else -qty, price, reduce_only)
+        qty_signed = qty if side == BUY else -qty
         if reduce_only:
+            held = c.positions.get(account)
+            pos = None if held is None else held.get(symbol)
             # The position must cover this order and the account's resting reduce-only
             # orders on the same side, so together they can never flip it.
             resting = self._reduce_only_qty(account, symbol, side)
@@ -396,28 +398,24 @@ class Replay:
                 if position == 0 or left == 0 or (left > 0) != (position > 0):
                     return "reduce_only_would_increase"
                 position = left
-            return check_order(intent, position_qty=position, equity=0,
-                               initial_in_use=0, mark=None, k=spec.k, tiers=spec.tiers,
-                               taker_rate=0)
+            return check_order_parts(qty_signed, price, True, position, 0, 0, None, spec.k, spec.tiers, 0, None)
         pool = c.pool_asset(account, symbol)
         rate = None
         if pool != spec.settle or account in c.multi:
             if not c.serves_multi(symbol):
                 return R_MULTI_ASSET_INSTRUMENT  # multi-asset: linear USDT-M and USDC-M only
             rate = c.pool_rate(account, symbol)  # a USDC-M order in the USDT pool converts
-        figures = c.pool(account, pool)
+        equity, _, initial = c.pool_figures(account, pool)
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
         mark = c.marks.get(symbol)
         bound = self._orders_margin_bound(account, pool)
         if bound is not None:
-            reason = check_order(intent, position_qty=0, equity=figures.equity,
-                                 initial_in_use=figures.initial + bound, mark=mark, k=spec.k,
-                                 tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
+            reason = check_order_parts(qty_signed, price, False, 0, equity, initial + bound, mark, spec.k,
+                                       spec.tiers, taker_rate, rate)
             if reason is None:
                 return None  # passes even with the open orders' margin overstated
-        return check_order(intent, position_qty=0, equity=figures.equity,
-                           initial_in_use=figures.initial + self._orders_margin(account, pool),
-                           mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
+        return check_order_parts(qty_signed, price, False, 0, equity, initial + self._orders_margin(account, pool),
+                                 mark, spec.k, spec.tiers, taker_rate, rate)
 
     def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
         """Open lots of the account's resting reduce-only orders in `symbol` on `side`."""

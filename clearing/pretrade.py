@@ -61,15 +61,25 @@ def check_order(intent: OrderIntent, *, position_qty: int, equity: int, initial_
     minor units per whole unit) of the order's settlement asset in the units of `equity`
     when they differ (a USDC-M order in a multi-asset pool), else None.
     """
-    if intent.reduce_only:
-        against = position_qty != 0 and (position_qty > 0) != (intent.qty_signed > 0)
-        if not against or abs(intent.qty_signed) > abs(position_qty):
+    return check_order_parts(intent.qty_signed, intent.limit, intent.reduce_only, position_qty, equity,
+                             initial_in_use, mark, k, tiers, taker_rate, rate)
+
+
+def check_order_parts(qty_signed: int, limit: int | None, reduce_only: bool, position_qty: int,
+                      equity: int, initial_in_use: int, mark: int | None, k: int, tiers: MarginTiers,
+                      taker_rate: int, rate: tuple[int, int] | None) -> str | None:
+    """`check_order` with the intent's fields and every figure passed positionally, in
+    check_order's order: the replay's per-order call, which would otherwise build an
+    OrderIntent and parse keywords for each of the run's new orders."""
+    if reduce_only:
+        against = position_qty != 0 and (position_qty > 0) != (qty_signed > 0)
+        if not against or abs(qty_signed) > abs(position_qty):
             return R_REDUCE_ONLY_WOULD_INCREASE
         return None
-    price = order_price(intent.limit, mark)
+    price = order_price(limit, mark)
     if price is None:
         return R_NO_MARK_PRICE
-    order_notional = price * abs(intent.qty_signed) * k
+    order_notional = price * abs(qty_signed) * k
     initial = tiers.initial(order_notional)
     taker_fee = fee(order_notional, taker_rate)
     if rate is not None:

@@ -437,7 +437,12 @@ class Clearing:
         return effective_margin(balances, prices, collateral)
 
     def pool(self, account: str, asset: str) -> AccountMargin:
-        """Equity, maintenance and initial margin of `account`'s positions in pool `asset`
+        """`pool_figures` as an AccountMargin."""
+        equity, maintenance, initial = self.pool_figures(account, asset)
+        return AccountMargin(equity, maintenance, initial)
+
+    def pool_figures(self, account: str, asset: str) -> tuple[int, int, int]:
+        """(equity, maintenance, initial margin) of `account`'s positions in pool `asset`
         at the latest marks: a single-asset cross pool (the positions settling in `asset`,
         equity from that balance) or a multi-asset account's one pool (equity from the
         effective margin of every balance). A symbol with no mark yet is valued at its
@@ -485,7 +490,9 @@ class Clearing:
                 equity += to_valuation(unrealised, price, per_unit, up=False)
                 maintenance += to_valuation(m, price, per_unit, up=True)
                 initial += to_valuation(i, price, per_unit, up=True)
-        return AccountMargin(equity, maintenance, initial)
+        # A plain tuple: the replay asks for these figures before every new order and after
+        # every fill, and building the frozen dataclass cost as much as computing them.
+        return equity, maintenance, initial
 
     def pools(self, account: str) -> list[str]:
         """Pools of the account's open positions (settlement assets, or the valuation asset

@@ -66,10 +66,10 @@ class MarginWatch:
             return []
         due = []
         for asset in c.pools(account):
-            figures = c.pool(account, asset)
-            slack = figures.equity - figures.maintenance
+            equity, maintenance, initial = c.pool_figures(account, asset)
+            slack = equity - maintenance
             if slack <= 0:
-                due.append((asset, figures))
+                due.append((asset, AccountMargin(equity, maintenance, initial)))
             symbols = [s for s in held if c.pool_asset(account, s) == asset]
             n = len(symbols)
             rates = None  # symbol -> (price, per_unit) where the pool converts (multi-asset)
