@@ -47,7 +47,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   bitmex_rank, equity_shares, order_keyed, rank_keys, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
-from clearing.pretrade import OrderIntent, check_order, check_order_parts
+from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, OrderIntent, check_order, check_order_parts, order_requirement
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -157,6 +157,10 @@ class Replay:
         self._reduce_only: dict[str, list[int]] = {}  # account -> resting reduce-only ids
         # account -> symbol -> (open qty, highest limit, count): see _orders_margin_bound.
         self._bound: dict[str, dict[str, tuple[int, int, int]]] = {}
+        # account -> pool asset -> (equity, initial margin): see _pool_figures.
+        self._figures: dict[str, dict[str, tuple[int, int]]] = {}
+        self._figures_version = 0  # the _mark_version the cached figures were computed at
+        self._figures_seen = 0  # entries of the ledger's change log already applied to them
         self._min_leverage = {s: min(spec.tiers.max_leverage) for s, spec in clearing.symbols.items()
                               if spec.tiers is not None}
         self.called: dict[str, set[str]] = {}  # account -> pools under a margin call
@@ -405,17 +409,56 @@ class Replay:
             if not c.serves_multi(symbol):
                 return R_MULTI_ASSET_INSTRUMENT  # multi-asset: linear USDT-M and USDC-M only
             rate = c.pool_rate(account, symbol)  # a USDC-M order in the USDT pool converts
-        equity, _, initial = c.pool_figures(account, pool)
-        taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
-        mark = c.marks.get(symbol)
+        needs = order_requirement(qty_signed, price, c.marks.get(symbol), spec.k, spec.tiers,
+                                  c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1], rate)
+        if needs is None:
+            return R_NO_MARK_PRICE
+        equity, initial = (self._pool_figures(account, pool) if rate is None and account not in c.multi
+                           else c.pool_figures(account, pool)[::2])
+        # check_order: rejected when equity - taker fee < initial margin of the positions,
+        # the open orders and this order. `free` is what the open orders may use.
+        free = equity - needs[1] - initial - needs[0]
+        if free < 0:
+            return R_INSUFFICIENT_MARGIN  # even if the open orders used none
         bound = self._orders_margin_bound(account, pool)
-        if bound is not None:
-            reason = check_order_parts(qty_signed, price, False, 0, equity, initial + bound, mark, spec.k,
-                                       spec.tiers, taker_rate, rate)
-            if reason is None:
-                return None  # passes even with the open orders' margin overstated
-        return check_order_parts(qty_signed, price, False, 0, equity, initial + self._orders_margin(account, pool),
-                                 mark, spec.k, spec.tiers, taker_rate, rate)
+        if bound is not None and free >= bound:
+            return None  # passes even with the open orders' margin overstated
+        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) else None
+
+    def _pool_figures(self, account: str, asset: str) -> tuple[int, int]:
+        """(equity, initial margin) of a single-asset account's pool `asset`, as
+        Clearing.pool_figures gives them, cached per account for the pre-trade check.
+
+        Those figures depend only on the account's balance in `asset`, its positions and
+        the marks. Every change of a balance or a position logs the account in the ledger's
+        change log (Ledger.post, Clearing._apply), and every mark or asset price bumps
+        `_mark_version` (the log is cleared only at a mark): an entry is dropped when its
+        account appears in the log after it was stored, and the whole cache when the
+        version moved. Multi-asset accounts are not cached (their equity also moves with
+        every asset price and all their balances)."""
+        changed = self.clearing.ledger.changed
+        cache = self._figures
+        if self._figures_version != self._mark_version:
+            cache.clear()
+            self._figures_version = self._mark_version
+            self._figures_seen = len(changed)
+        else:
+            seen = self._figures_seen
+            end = len(changed)
+            if seen != end:
+                for j in range(seen, end):
+                    cache.pop(changed[j], None)
+                self._figures_seen = end
+        pools = cache.get(account)
+        if pools is None:
+            pools = cache[account] = {}
+        else:
+            figures = pools.get(asset)
+            if figures is not None:
+                return figures
+        equity, _, initial = self.clearing.pool_figures(account, asset)
+        figures = pools[asset] = (equity, initial)
+        return figures
 
     def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
         """Open lots of the account's resting reduce-only orders in `symbol` on `side`."""

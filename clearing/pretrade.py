@@ -76,15 +76,27 @@ def check_order_parts(qty_signed: int, limit: int | None, reduce_only: bool, pos
         if not against or abs(qty_signed) > abs(position_qty):
             return R_REDUCE_ONLY_WOULD_INCREASE
         return None
+    needs = order_requirement(qty_signed, limit, mark, k, tiers, taker_rate, rate)
+    if needs is None:
+        return R_NO_MARK_PRICE
+    initial, taker_fee = needs
+    if equity - taker_fee < initial_in_use + initial:
+        return R_INSUFFICIENT_MARGIN
+    return None
+
+
+def order_requirement(qty_signed: int, limit: int | None, mark: int | None, k: int, tiers: MarginTiers,
+                      taker_rate: int, rate: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(initial margin, taker fee) of one order that is not reduce-only, in the pool's
+    units (check_order's figures: the order passes when equity - taker fee >= margin in use
+    + initial margin), or None when it cannot be priced (no_mark_price)."""
     price = order_price(limit, mark)
     if price is None:
-        return R_NO_MARK_PRICE
+        return None
     order_notional = price * abs(qty_signed) * k
     initial = tiers.initial(order_notional)
     taker_fee = fee(order_notional, taker_rate)
     if rate is not None:
         initial = to_valuation(initial, rate[0], rate[1], up=True)
         taker_fee = to_valuation(taker_fee, rate[0], rate[1], up=True)
-    if equity - taker_fee < initial_in_use + initial:
-        return R_INSUFFICIENT_MARGIN
-    return None
+    return initial, taker_fee

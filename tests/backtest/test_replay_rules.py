@@ -57,6 +57,17 @@ def test_an_order_needs_its_initial_margin_plus_its_taker_fee():
     assert order(replay, 3, "b", 3, BUY, 1_000, 1)[0][5] == "insufficient_margin"
 
 
+def test_open_orders_count_at_their_exact_margin_when_the_quick_bound_overstates_it():
+    # After one resting order (margin exactly 100,000; the quick bound says 100,001), a
+    # second identical order needs 100,000 + 500 more: 200,500 is exactly enough, 200,499
+    # is one short. Both go past the bound to the exact figure.
+    for balance, expected in ((200_500, ACCEPTED), (200_499, REJECTED)):
+        replay = make({"a": balance})
+        assert order(replay, 1, "a", 1, BUY, 1_000, 10)[0][0] == ACCEPTED
+        assert order(replay, 2, "a", 2, BUY, 1_000, 10)[0][0] == expected
+        assert replay._orders_margin_bound("a", "USDT") in (100_001, 200_002)
+
+
 def test_door_checks_come_before_margin_and_market_orders_need_a_mark():
     replay = make({"a": 0})
     assert order(replay, 1, "a", 1, BUY, 1_000, 0)[0][5] == "invalid_qty"
