@@ -21,7 +21,7 @@ from clearing.collateral import (Collateral, converted, effective_margin, from_v
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
-from clearing.money import div_ceil, fee, funding_amounts, notional
+from clearing.money import SCALE, div_ceil, fee, funding_amounts_over, notional
 from clearing.positions import Position, apply_fill
 from matching.types import BUY, SELL
 
@@ -198,9 +198,11 @@ class Clearing:
             return []
         payers.sort(key=lambda e: (e[0], e[1]))
         amounts = []
+        # funding_amounts per holder, with the rate split once (funding_amounts_over).
+        num_abs, per, longs_pay = abs(num), den * SCALE, rate > 0
         for _, _, pos in payers:
-            paid, received = funding_amounts(pos.qty, mark, spec.k, rate)
-            amounts.append(-paid if (pos.qty > 0) == (rate > 0) else received)
+            paid, received = funding_amounts_over(pos.qty, mark, spec.k, num_abs, per)
+            amounts.append(-paid if (pos.qty > 0) == longs_pay else received)
         if fund_floor is not None:
             self._limit_fund_funding(payers, amounts, spec.settle, fund_floor)
         # The fund's receipts are booked before its payments, so its balance after every

@@ -65,16 +65,22 @@ class MarginWatch:
         if not held:
             return []
         due = []
-        for asset in c.pools(account):
+        multi = account in c.multi
+        if len(held) == 1 and not multi:  # the common case: one position, one pool
+            only = next(iter(held))
+            groups = ((c.symbols[only].settle, [only]),)
+        else:  # pools in name order, each with its symbols in holding order
+            groups = [(asset, [s for s in held if c.pool_asset(account, s) == asset])
+                      for asset in c.pools(account)]
+        for asset, symbols in groups:
             equity, maintenance, initial = c.pool_figures(account, asset)
             slack = equity - maintenance
             if slack <= 0:
                 due.append((asset, AccountMargin(equity, maintenance, initial)))
-            symbols = [s for s in held if c.pool_asset(account, s) == asset]
             n = len(symbols)
             rates = None  # symbol -> (price, per_unit) where the pool converts (multi-asset)
             reserve = n + 1
-            if account in c.multi:
+            if multi:
                 converted = set()
                 for symbol in symbols:
                     rate = c.pool_rate(account, symbol)
