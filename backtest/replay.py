@@ -446,8 +446,9 @@ class Replay:
             seen = self._figures_seen
             end = len(changed)
             if seen != end:
-                for j in range(seen, end):
-                    cache.pop(changed[j], None)
+                if cache:
+                    for a in changed[seen:end]:
+                        cache.pop(a, None)
                 self._figures_seen = end
         pools = cache.get(account)
         if pools is None:
@@ -553,15 +554,21 @@ class Replay:
             return None
         total = 0
         other = None  # settle asset -> bound in that asset (a multi-asset pool's USDC-M orders)
-        symbols, marks = self.clearing.symbols, self.clearing.marks
-        pool_asset = self.clearing.pool_asset
+        c = self.clearing
+        symbols, marks = c.symbols, c.marks
+        # pool_asset(account, symbol), decided once: the valuation asset for a multi-asset
+        # account, else each symbol's settlement asset.
+        multi = account in c.multi
+        if multi and c.valuation != asset:
+            return total
+        min_leverage = self._min_leverage
         for symbol, (q, limit, n) in aggregate.items():
             spec = symbols[symbol]
-            if pool_asset(account, symbol) != asset:
+            if not multi and spec.settle != asset:
                 continue
             mark = marks.get(symbol)
             price = limit if mark is None or mark < limit else mark
-            lev = self._min_leverage[symbol]
+            lev = min_leverage[symbol]
             if spec.settle != asset:
                 if other is None:
                     other = {}

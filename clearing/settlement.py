@@ -458,7 +458,8 @@ class Clearing:
         symbols = self.symbols
         marks = self.marks
         other = None  # multi-asset: settle asset -> [unrealised, maintenance, initial] to convert
-        for symbol, pos in self.positions.get(account, {}).items():
+        held = self.positions.get(account)
+        for symbol, pos in (held.items() if held else ()):
             spec = symbols[symbol]
             if spec.settle != asset:
                 if not multi:
