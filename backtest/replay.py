@@ -425,17 +425,9 @@ class Replay:
             return None  # passes even with the open orders' margin overstated
         return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) else None
 
-    def _pool_figures(self, account: str, asset: str) -> tuple[int, int]:
-        """(equity, initial margin) of a single-asset account's pool `asset`, as
-        Clearing.pool_figures gives them, cached per account for the pre-trade check.
-
-        Those figures depend only on the account's balance in `asset`, its positions and
-        the marks. Every change of a balance or a position logs the account in the ledger's
-        change log (Ledger.post, Clearing._apply), and every mark or asset price bumps
-        `_mark_version` (the log is cleared only at a mark): an entry is dropped when its
-        account appears in the log after it was stored, and the whole cache when the
-        version moved. Multi-asset accounts are not cached (their equity also moves with
-        every asset price and all their balances)."""
+    def _current_figures(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """The figures cache of _pool_figures with every entry the change log or a mark
+        made stale dropped: what is left is exact now."""
         changed = self.clearing.ledger.changed
         cache = self._figures
         if self._figures_version != self._mark_version:
@@ -450,6 +442,22 @@ class Replay:
                     for a in changed[seen:end]:
                         cache.pop(a, None)
                 self._figures_seen = end
+        return cache
+
+    def _pool_figures(self, account: str, asset: str) -> tuple[int, int]:
+        """(equity, initial margin) of a single-asset account's pool `asset`, as
+        Clearing.pool_figures gives them, cached per account for the pre-trade check.
+
+        Those figures depend only on the account's balance in `asset`, its positions and
+        the marks. Every change of a balance or a position logs the account in the ledger's
+        change log (Ledger.post, Clearing._apply), and every mark or asset price bumps
+        `_mark_version` (the log is cleared only at a mark): an entry is dropped when its
+        account appears in the log after it was stored, and the whole cache when the
+        version moved. Multi-asset accounts are not cached (their equity also moves with
+        every asset price and all their balances). The margin checks store the figures
+        they compute (_check), so the next order of an account checked after its fills
+        finds them."""
+        cache = self._current_figures()
         pools = cache.get(account)
         if pools is None:
             pools = cache[account] = {}
@@ -645,12 +653,21 @@ class Replay:
         fills, ADL counterparties) are checked next, in id order, until none is left."""
         out = self.out
         check = self.watch.check
+        multi = self.clearing.multi
         pending = sorted(set(accounts))
         while pending:
             touched: set[str] = set()
             for account in pending:
                 self.margin_checks += 1
                 due = check(account)
+                last = self.watch.last
+                if last is not None and account not in multi:
+                    # The figures check just computed, nothing changed since: keep them.
+                    pools = self._current_figures().get(account)
+                    if pools is None:
+                        pools = self._figures[account] = {}
+                    for asset, equity, initial in last:
+                        pools[asset] = (equity, initial)
                 called = self.called.get(account)
                 if not due and not called:
                     self._cover_deficit(ts, account)
