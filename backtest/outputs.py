@@ -261,7 +261,7 @@ class MatchOutputWriter:
     def _write_simple(self, kind: str, records: list[tuple], kinds: list[str], starts: list[int]) -> None:
         table_name, schema = SIMPLE_TABLES[kind]
         sel = [k == kind for k in kinds]
-        cols = [list(c) for c in zip(*compress(records, sel))]
+        cols = list(zip(*compress(records, sel)))  # tuples: Arrow reads them as it reads lists
         seqs = list(compress(starts, sel))
         table = pa.table([cols[1], seqs, *cols[2:]], schema=_plain(schema))
         self._sink.put(self._simple[kind], table, schema)
