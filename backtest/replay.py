@@ -157,6 +157,8 @@ class Replay:
         self._reduce_only: dict[str, list[int]] = {}  # account -> resting reduce-only ids
         # account -> symbol -> (open qty, highest limit, count): see _orders_margin_bound.
         self._bound: dict[str, dict[str, tuple[int, int, int]]] = {}
+        # account -> (pool asset, _mark_version, bound): _orders_margin_bound's last figure.
+        self._bound_total: dict[str, tuple[str, int, int]] = {}
         # account -> pool asset -> (equity, initial margin): see _pool_figures.
         self._figures: dict[str, dict[str, tuple[int, int]]] = {}
         self._figures_version = 0  # the _mark_version the cached figures were computed at
@@ -560,6 +562,18 @@ class Replay:
         aggregate = self._bound.get(account)
         if aggregate is None:
             return None
+        # The bound changes only with the account's aggregates (_bound_add, _orders_margin
+        # and _liquidate drop the cached value), the marks and asset prices (_mark_version)
+        # and its margin mode (_transfer's set_mode drops it).
+        cached = self._bound_total.get(account)
+        if cached is not None and cached[0] == asset and cached[1] == self._mark_version:
+            return cached[2]
+        total = self._orders_margin_bound_of(account, asset, aggregate)
+        self._bound_total[account] = (asset, self._mark_version, total)
+        return total
+
+    def _orders_margin_bound_of(self, account: str, asset: str, aggregate: dict[str, tuple[int, int, int]]) -> int:
+        """_orders_margin_bound computed from `aggregate` (no cache)."""
         total = 0
         other = None  # settle asset -> bound in that asset (a multi-asset pool's USDC-M orders)
         c = self.clearing
@@ -600,6 +614,7 @@ class Replay:
         aggregate = self._bound.get(account)
         if aggregate is None:
             return
+        self._bound_total.pop(account, None)
         entry = aggregate.get(symbol)
         if entry is None:
             aggregate[symbol] = (qty, price, 1)
@@ -616,6 +631,7 @@ class Replay:
         ids = self.open_orders.get(account)
         aggregate: dict[str, tuple[int, int, int]] = {}
         self._bound[account] = aggregate
+        self._bound_total.pop(account, None)
         if not ids:
             return 0
         resting = self.matcher.orders
@@ -755,6 +771,7 @@ class Replay:
         trigger_seq = self.seq  # the margin_call row just written
         ids = sorted(oid for oid in self.open_orders.pop(account, []) if oid in matcher.orders)
         self._bound.pop(account, None)
+        self._bound_total.pop(account, None)
         n0 = len(out)
         for oid in ids:
             order = matcher.orders[oid]
@@ -1178,6 +1195,7 @@ class Replay:
                     "rejected" if reason else "applied", reason))
         if reason is None:
             if kind == "set_mode":
+                self._bound_total.pop(account, None)  # its pools are other ones now
                 if amount:
                     c.multi.add(account)
                 else:

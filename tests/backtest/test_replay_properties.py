@@ -108,13 +108,18 @@ def reference_pretrade(replay: Replay, account: str, symbol: str, side: int, pri
 
 
 def assert_cached_figures_fresh(replay: Replay, where: object) -> None:
-    """The pre-trade check's cached pool figures (Replay._pool_figures) equal the figures
-    computed afresh, for every account and pool (reading them also stores them, so an entry
-    a later event should have dropped is caught after that event)."""
+    """The pre-trade check's cached pool figures (Replay._pool_figures) and open-order
+    bound (Replay._orders_margin_bound) equal the figures computed afresh, for every
+    account and pool (reading them also stores them, so an entry a later event should have
+    dropped is caught after that event)."""
     for account in ACCOUNTS:
         for asset in ("USDT", "USDC"):
             fresh = replay.clearing.pool_figures(account, asset)
             assert replay._pool_figures(account, asset) == (fresh[0], fresh[2]), (where, account, asset)
+            aggregate = replay._bound.get(account)
+            if aggregate is not None:  # the cached open-order bound, likewise
+                assert (replay._orders_margin_bound(account, asset)
+                        == replay._orders_margin_bound_of(account, asset, aggregate)), (where, account, asset)
 
 
 @settings(max_examples=500, deadline=None)
