@@ -47,7 +47,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   bitmex_rank, equity_shares, order_keyed, rank_keys, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
-from clearing.pretrade import OrderIntent, check_order
+from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, OrderIntent, check_order, check_order_parts, order_requirement
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -158,6 +158,12 @@ class Replay:
         self._reduce_only: dict[str, list[int]] = {}  # account -> resting reduce-only ids
         # account -> symbol -> (open qty, highest limit, count): see _orders_margin_bound.
         self._bound: dict[str, dict[str, tuple[int, int, int]]] = {}
+        # account -> (pool asset, _mark_version, bound): _orders_margin_bound's last figure.
+        self._bound_total: dict[str, tuple[str, int, int]] = {}
+        # account -> pool asset -> (equity, initial margin): see _pool_figures.
+        self._figures: dict[str, dict[str, tuple[int, int]]] = {}
+        self._figures_version = 0  # the _mark_version the cached figures were computed at
+        self._figures_seen = 0  # entries of the ledger's change log already applied to them
         self._min_leverage = {s: min(spec.tiers.max_leverage) for s, spec in clearing.symbols.items()
                               if spec.tiers is not None}
         self.called: dict[str, set[str]] = {}  # account -> pools under a margin call
@@ -394,12 +400,14 @@ class Replay:
 
     def _pretrade(self, account: str, symbol: str, side: int, price: int | None, qty: int,
                   reduce_only: bool) -> str | None:
+        """clearing/pretrade.py's check_order for one new order (check_order_parts: no
+        OrderIntent, no keywords; the pool's figures as a tuple: this runs per new order)."""
         c = self.clearing
         spec = c.symbols[symbol]
-        held = c.positions.get(account)
-        pos = None if held is None else held.get(symbol)
-        intent = OrderIntent(qty if side == BUY else -qty, price, reduce_only)
+        qty_signed = qty if side == BUY else -qty
         if reduce_only:
+            held = c.positions.get(account)
+            pos = None if held is None else held.get(symbol)
             # The position must cover this order and the account's resting reduce-only
             # orders on the same side, so together they can never flip it.
             resting = self._reduce_only_qty(account, symbol, side)
@@ -409,28 +417,72 @@ class Replay:
                 if position == 0 or left == 0 or (left > 0) != (position > 0):
                     return "reduce_only_would_increase"
                 position = left
-            return check_order(intent, position_qty=position, equity=0,
-                               initial_in_use=0, mark=None, k=spec.k, tiers=spec.tiers,
-                               taker_rate=0)
+            return check_order_parts(qty_signed, price, True, position, 0, 0, None, spec.k, spec.tiers, 0, None)
         pool = c.pool_asset(account, symbol)
         rate = None
         if pool != spec.settle or account in c.multi:
             if not c.serves_multi(symbol):
                 return R_MULTI_ASSET_INSTRUMENT  # multi-asset: linear USDT-M and USDC-M only
             rate = c.pool_rate(account, symbol)  # a USDC-M order in the USDT pool converts
-        figures = c.pool(account, pool)
-        taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
-        mark = c.marks.get(symbol)
+        needs = order_requirement(qty_signed, price, c.marks.get(symbol), spec.k, spec.tiers,
+                                  c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1], rate)
+        if needs is None:
+            return R_NO_MARK_PRICE
+        equity, initial = (self._pool_figures(account, pool) if rate is None and account not in c.multi
+                           else c.pool_figures(account, pool)[::2])
+        # check_order: rejected when equity - taker fee < initial margin of the positions,
+        # the open orders and this order. `free` is what the open orders may use.
+        free = equity - needs[1] - initial - needs[0]
+        if free < 0:
+            return R_INSUFFICIENT_MARGIN  # even if the open orders used none
         bound = self._orders_margin_bound(account, pool)
-        if bound is not None:
-            reason = check_order(intent, position_qty=0, equity=figures.equity,
-                                 initial_in_use=figures.initial + bound, mark=mark, k=spec.k,
-                                 tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
-            if reason is None:
-                return None  # passes even with the open orders' margin overstated
-        return check_order(intent, position_qty=0, equity=figures.equity,
-                           initial_in_use=figures.initial + self._orders_margin(account, pool),
-                           mark=mark, k=spec.k, tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
+        if bound is not None and free >= bound:
+            return None  # passes even with the open orders' margin overstated
+        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) else None
+
+    def _current_figures(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """The figures cache of _pool_figures with every entry the change log or a mark
+        made stale dropped: what is left is exact now."""
+        changed = self.clearing.ledger.changed
+        cache = self._figures
+        if self._figures_version != self._mark_version:
+            cache.clear()
+            self._figures_version = self._mark_version
+            self._figures_seen = len(changed)
+        else:
+            seen = self._figures_seen
+            end = len(changed)
+            if seen != end:
+                if cache:
+                    for a in changed[seen:end]:
+                        cache.pop(a, None)
+                self._figures_seen = end
+        return cache
+
+    def _pool_figures(self, account: str, asset: str) -> tuple[int, int]:
+        """(equity, initial margin) of a single-asset account's pool `asset`, as
+        Clearing.pool_figures gives them, cached per account for the pre-trade check.
+
+        Those figures depend only on the account's balance in `asset`, its positions and
+        the marks. Every change of a balance or a position logs the account in the ledger's
+        change log (Ledger.post, Clearing._apply), and every mark or asset price bumps
+        `_mark_version` (the log is cleared only at a mark): an entry is dropped when its
+        account appears in the log after it was stored, and the whole cache when the
+        version moved. Multi-asset accounts are not cached (their equity also moves with
+        every asset price and all their balances). The margin checks store the figures
+        they compute (_check), so the next order of an account checked after its fills
+        finds them."""
+        cache = self._current_figures()
+        pools = cache.get(account)
+        if pools is None:
+            pools = cache[account] = {}
+        else:
+            figures = pools.get(asset)
+            if figures is not None:
+                return figures
+        equity, _, initial = self.clearing.pool_figures(account, asset)
+        figures = pools[asset] = (equity, initial)
+        return figures
 
     def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
         """Open lots of the account's resting reduce-only orders in `symbol` on `side`."""
@@ -523,17 +575,35 @@ class Replay:
         aggregate = self._bound.get(account)
         if aggregate is None:
             return None
+        # The bound changes only with the account's aggregates (_bound_add, _orders_margin
+        # and _liquidate drop the cached value), the marks and asset prices (_mark_version)
+        # and its margin mode (_transfer's set_mode drops it).
+        cached = self._bound_total.get(account)
+        if cached is not None and cached[0] == asset and cached[1] == self._mark_version:
+            return cached[2]
+        total = self._orders_margin_bound_of(account, asset, aggregate)
+        self._bound_total[account] = (asset, self._mark_version, total)
+        return total
+
+    def _orders_margin_bound_of(self, account: str, asset: str, aggregate: dict[str, tuple[int, int, int]]) -> int:
+        """_orders_margin_bound computed from `aggregate` (no cache)."""
         total = 0
         other = None  # settle asset -> bound in that asset (a multi-asset pool's USDC-M orders)
-        symbols, marks = self.clearing.symbols, self.clearing.marks
-        pool_asset = self.clearing.pool_asset
+        c = self.clearing
+        symbols, marks = c.symbols, c.marks
+        # pool_asset(account, symbol), decided once: the valuation asset for a multi-asset
+        # account, else each symbol's settlement asset.
+        multi = account in c.multi
+        if multi and c.valuation != asset:
+            return total
+        min_leverage = self._min_leverage
         for symbol, (q, limit, n) in aggregate.items():
             spec = symbols[symbol]
-            if pool_asset(account, symbol) != asset:
+            if not multi and spec.settle != asset:
                 continue
             mark = marks.get(symbol)
             price = limit if mark is None or mark < limit else mark
-            lev = self._min_leverage[symbol]
+            lev = min_leverage[symbol]
             if spec.settle != asset:
                 if other is None:
                     other = {}
@@ -557,6 +627,7 @@ class Replay:
         aggregate = self._bound.get(account)
         if aggregate is None:
             return
+        self._bound_total.pop(account, None)
         entry = aggregate.get(symbol)
         if entry is None:
             aggregate[symbol] = (qty, price, 1)
@@ -573,6 +644,7 @@ class Replay:
         ids = self.open_orders.get(account)
         aggregate: dict[str, tuple[int, int, int]] = {}
         self._bound[account] = aggregate
+        self._bound_total.pop(account, None)
         if not ids:
             return 0
         resting = self.matcher.orders
@@ -610,12 +682,21 @@ class Replay:
         fills, ADL counterparties) are checked next, in id order, until none is left."""
         out = self.out
         check = self.watch.check
+        multi = self.clearing.multi
         pending = sorted(set(accounts))
         while pending:
             touched: set[str] = set()
             for account in pending:
                 self.margin_checks += 1
                 due = check(account)
+                last = self.watch.last
+                if last is not None and account not in multi:
+                    # The figures check just computed, nothing changed since: keep them.
+                    pools = self._current_figures().get(account)
+                    if pools is None:
+                        pools = self._figures[account] = {}
+                    for asset, equity, initial in last:
+                        pools[asset] = (equity, initial)
                 called = self.called.get(account)
                 if not due and not called:
                     self._cover_deficit(ts, account)
@@ -703,6 +784,7 @@ class Replay:
         trigger_seq = self.seq  # the margin_call row just written
         ids = sorted(oid for oid in self.open_orders.pop(account, []) if oid in matcher.orders)
         self._bound.pop(account, None)
+        self._bound_total.pop(account, None)
         n0 = len(out)
         for oid in ids:
             order = matcher.orders[oid]
@@ -1126,6 +1208,7 @@ class Replay:
                     "rejected" if reason else "applied", reason))
         if reason is None:
             if kind == "set_mode":
+                self._bound_total.pop(account, None)  # its pools are other ones now
                 if amount:
                     c.multi.add(account)
                 else:

@@ -64,6 +64,16 @@ def funding_amounts(qty_lots: int, mark_ticks: int, k: int, rate: int | Fraction
     (2592459, 2592458)
     """
     rate = Fraction(rate)
-    exact = notional(mark_ticks, qty_lots, k) * abs(rate.numerator)
-    per = rate.denominator * SCALE
+    return funding_amounts_over(qty_lots, mark_ticks, k, abs(rate.numerator), rate.denominator * SCALE)
+
+
+def funding_amounts_over(qty_lots: int, mark_ticks: int, k: int, rate_num_abs: int, per: int) -> tuple[int, int]:
+    """funding_amounts with the rate already split: |numerator| and denominator x 1e8
+    (`per`). Clearing.settle_funding splits the rate once per funding time instead of once
+    per holder (Fraction arithmetic is interpreted Python, even in the compiled build).
+
+    >>> funding_amounts_over(7, 300_001, 10_000, 12_345, 100_000_000)
+    (2592459, 2592458)
+    """
+    exact = notional(mark_ticks, qty_lots, k) * rate_num_abs
     return div_ceil(exact, per), div_floor(exact, per)

@@ -61,20 +61,42 @@ def check_order(intent: OrderIntent, *, position_qty: int, equity: int, initial_
     minor units per whole unit) of the order's settlement asset in the units of `equity`
     when they differ (a USDC-M order in a multi-asset pool), else None.
     """
-    if intent.reduce_only:
-        against = position_qty != 0 and (position_qty > 0) != (intent.qty_signed > 0)
-        if not against or abs(intent.qty_signed) > abs(position_qty):
+    return check_order_parts(intent.qty_signed, intent.limit, intent.reduce_only, position_qty, equity,
+                             initial_in_use, mark, k, tiers, taker_rate, rate)
+
+
+def check_order_parts(qty_signed: int, limit: int | None, reduce_only: bool, position_qty: int,
+                      equity: int, initial_in_use: int, mark: int | None, k: int, tiers: MarginTiers,
+                      taker_rate: int, rate: tuple[int, int] | None) -> str | None:
+    """`check_order` with the intent's fields and every figure passed positionally, in
+    check_order's order: the replay's per-order call, which would otherwise build an
+    OrderIntent and parse keywords for each of the run's new orders."""
+    if reduce_only:
+        against = position_qty != 0 and (position_qty > 0) != (qty_signed > 0)
+        if not against or abs(qty_signed) > abs(position_qty):
             return R_REDUCE_ONLY_WOULD_INCREASE
         return None
-    price = order_price(intent.limit, mark)
-    if price is None:
+    needs = order_requirement(qty_signed, limit, mark, k, tiers, taker_rate, rate)
+    if needs is None:
         return R_NO_MARK_PRICE
-    order_notional = price * abs(intent.qty_signed) * k
+    initial, taker_fee = needs
+    if equity - taker_fee < initial_in_use + initial:
+        return R_INSUFFICIENT_MARGIN
+    return None
+
+
+def order_requirement(qty_signed: int, limit: int | None, mark: int | None, k: int, tiers: MarginTiers,
+                      taker_rate: int, rate: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(initial margin, taker fee) of one order that is not reduce-only, in the pool's
+    units (check_order's figures: the order passes when equity - taker fee >= margin in use
+    + initial margin), or None when it cannot be priced (no_mark_price)."""
+    price = order_price(limit, mark)
+    if price is None:
+        return None
+    order_notional = price * abs(qty_signed) * k
     initial = tiers.initial(order_notional)
     taker_fee = fee(order_notional, taker_rate)
     if rate is not None:
         initial = to_valuation(initial, rate[0], rate[1], up=True)
         taker_fee = to_valuation(taker_fee, rate[0], rate[1], up=True)
-    if equity - taker_fee < initial_in_use + initial:
-        return R_INSUFFICIENT_MARGIN
-    return None
+    return initial, taker_fee

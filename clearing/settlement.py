@@ -21,7 +21,7 @@ from clearing.collateral import (Collateral, converted, effective_margin, from_v
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
-from clearing.money import div_ceil, fee, funding_amounts, notional
+from clearing.money import SCALE, div_ceil, fee, funding_amounts_over, notional
 from clearing.positions import Position, apply_fill
 from matching.types import BUY, SELL
 
@@ -198,9 +198,11 @@ class Clearing:
             return []
         payers.sort(key=lambda e: (e[0], e[1]))
         amounts = []
+        # funding_amounts per holder, with the rate split once (funding_amounts_over).
+        num_abs, per, longs_pay = abs(num), den * SCALE, rate > 0
         for _, _, pos in payers:
-            paid, received = funding_amounts(pos.qty, mark, spec.k, rate)
-            amounts.append(-paid if (pos.qty > 0) == (rate > 0) else received)
+            paid, received = funding_amounts_over(pos.qty, mark, spec.k, num_abs, per)
+            amounts.append(-paid if (pos.qty > 0) == longs_pay else received)
         if fund_floor is not None:
             self._limit_fund_funding(payers, amounts, spec.settle, fund_floor)
         # The fund's receipts are booked before its payments, so its balance after every
@@ -437,7 +439,12 @@ class Clearing:
         return effective_margin(balances, prices, collateral)
 
     def pool(self, account: str, asset: str) -> AccountMargin:
-        """Equity, maintenance and initial margin of `account`'s positions in pool `asset`
+        """`pool_figures` as an AccountMargin."""
+        equity, maintenance, initial = self.pool_figures(account, asset)
+        return AccountMargin(equity, maintenance, initial)
+
+    def pool_figures(self, account: str, asset: str) -> tuple[int, int, int]:
+        """(equity, maintenance, initial margin) of `account`'s positions in pool `asset`
         at the latest marks: a single-asset cross pool (the positions settling in `asset`,
         equity from that balance) or a multi-asset account's one pool (equity from the
         effective margin of every balance). A symbol with no mark yet is valued at its
@@ -451,7 +458,8 @@ class Clearing:
         symbols = self.symbols
         marks = self.marks
         other = None  # multi-asset: settle asset -> [unrealised, maintenance, initial] to convert
-        for symbol, pos in self.positions.get(account, {}).items():
+        held = self.positions.get(account)
+        for symbol, pos in (held.items() if held else ()):
             spec = symbols[symbol]
             if spec.settle != asset:
                 if not multi:
@@ -485,7 +493,9 @@ class Clearing:
                 equity += to_valuation(unrealised, price, per_unit, up=False)
                 maintenance += to_valuation(m, price, per_unit, up=True)
                 initial += to_valuation(i, price, per_unit, up=True)
-        return AccountMargin(equity, maintenance, initial)
+        # A plain tuple: the replay asks for these figures before every new order and after
+        # every fill, and building the frozen dataclass cost as much as computing them.
+        return equity, maintenance, initial
 
     def pools(self, account: str) -> list[str]:
         """Pools of the account's open positions (settlement assets, or the valuation asset

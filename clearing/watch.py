@@ -49,15 +49,20 @@ class MarginWatch:
         self.high: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
         self.version: dict[str, int] = {}
         # Per symbol: the largest mmr of its tiers (the slope bound), 0 without tiers.
+        # (pool asset, equity, initial margin) of each pool the last `check` computed, or
+        # None when it computed none (the replay keeps them for its pre-trade check).
+        self.last: list[tuple[str, int, int]] | None = None
         self._mmr_max = {s: (max(spec.tiers.mmr) if spec.tiers is not None else 0)
                          for s, spec in clearing.symbols.items()}
 
     def check(self, account: str) -> list[tuple[str, AccountMargin]]:
         """Check `account` exactly at the current marks; re-arm its safe ranges; return the
-        pools (asset, figures) at or under maintenance margin, assets in name order.
-        Exchange accounts and accounts without positions are never liquidatable."""
+        pools (asset, figures) at or under maintenance margin, assets in name order
+        (`last` keeps every pool's figures). Exchange accounts and accounts without
+        positions are never liquidatable."""
         version = self.version.get(account, 0) + 1
         self.version[account] = version
+        self.last = None
         if is_exchange_account(account):
             return []
         c = self.clearing
@@ -65,16 +70,24 @@ class MarginWatch:
         if not held:
             return []
         due = []
-        for asset in c.pools(account):
-            figures = c.pool(account, asset)
-            slack = figures.equity - figures.maintenance
+        last = self.last = []
+        multi = account in c.multi
+        if len(held) == 1 and not multi:  # the common case: one position, one pool
+            only = next(iter(held))
+            groups = ((c.symbols[only].settle, [only]),)
+        else:  # pools in name order, each with its symbols in holding order
+            groups = [(asset, [s for s in held if c.pool_asset(account, s) == asset])
+                      for asset in c.pools(account)]
+        for asset, symbols in groups:
+            equity, maintenance, initial = c.pool_figures(account, asset)
+            last.append((asset, equity, initial))
+            slack = equity - maintenance
             if slack <= 0:
-                due.append((asset, figures))
-            symbols = [s for s in held if c.pool_asset(account, s) == asset]
+                due.append((asset, AccountMargin(equity, maintenance, initial)))
             n = len(symbols)
             rates = None  # symbol -> (price, per_unit) where the pool converts (multi-asset)
             reserve = n + 1
-            if account in c.multi:
+            if multi:
                 converted = set()
                 for symbol in symbols:
                     rate = c.pool_rate(account, symbol)

@@ -20,6 +20,7 @@ from backtest.replay import (MARGIN_CALL, RANK_FUNDING, RANK_MARKS, RANK_TRANSFE
                              LiquidationRules, Replay)
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
 from clearing.margin import MarginTiers
+from clearing.pretrade import OrderIntent, check_order
 from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
 from matching import Matcher, SymbolRules
 from matching.types import AMEND, BUY, CANCEL, GTC, IOC, LIMIT, MARKET, NEW, SELL, STP_CANCEL_TAKER
@@ -91,6 +92,47 @@ def assert_conserved(clearing: Clearing, replay: Replay, external: dict[str, int
         assert clearing.ledger.balance("insurance_fund", asset) >= 0, (where, asset)
 
 
+def reference_pretrade(replay: Replay, account: str, symbol: str, side: int, price: int | None, qty: int,
+                       reduce_only: bool) -> str | None:
+    """The pre-trade decision the slow, obvious way: clearing/pretrade.py's check_order
+    with the pool's figures and the open orders' exact margin computed afresh (no cached
+    figures, no bound, no shortcut). Single-asset accounts (this test has no others)."""
+    c = replay.clearing
+    spec = c.symbols[symbol]
+    intent = OrderIntent(qty if side == BUY else -qty, price, reduce_only)
+    if reduce_only:
+        pos = c.position(account, symbol)
+        position = 0 if pos is None else pos.qty
+        resting = replay._reduce_only_qty(account, symbol, side)
+        if resting:
+            left = position - resting if position > 0 else position + resting
+            if position == 0 or left == 0 or (left > 0) != (position > 0):
+                return "reduce_only_would_increase"
+            position = left
+        return check_order(intent, position_qty=position, equity=0, initial_in_use=0, mark=None,
+                           k=spec.k, tiers=spec.tiers, taker_rate=0)
+    figures = c.pool(account, spec.settle)
+    return check_order(intent, position_qty=0, equity=figures.equity,
+                       initial_in_use=figures.initial + replay._orders_margin(account, spec.settle),
+                       mark=c.marks.get(symbol), k=spec.k, tiers=spec.tiers,
+                       taker_rate=c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1])
+
+
+def assert_cached_figures_fresh(replay: Replay, where: object) -> None:
+    """The pre-trade check's cached pool figures (Replay._pool_figures) and open-order
+    bound (Replay._orders_margin_bound) equal the figures computed afresh, for every
+    account and pool (reading them also stores them, so an entry a later event should have
+    dropped is caught after that event)."""
+    for account in ACCOUNTS:
+        for asset in ("USDT", "USDC"):
+            fresh = replay.clearing.pool_figures(account, asset)
+            assert replay._pool_figures(account, asset) == (fresh[0], fresh[2]), (where, account, asset)
+            aggregate = replay._bound.get(account)
+            if aggregate is not None:  # the cached open-order bound, likewise
+                assert (replay._orders_margin_bound(account, asset)
+                        == replay._orders_margin_bound_of(account, asset, aggregate)), (where, account, asset)
+
+
 @settings(max_examples=500, deadline=None)
 @given(stream=streams, data=st.data())
 def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, data):
@@ -129,6 +171,11 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
             else:
                 row = (NEW, order_id, side, LIMIT, GTC if kind == "limit" else IOC, price, qty)
             action, oid, side, otype, tif, p, q = row
+            if action == NEW and matcher.door_check(symbol, oid, otype, tif, p, q) is None:
+                # The fast pre-trade check (cached figures, bound, lower-bound reject) decides
+                # as the reference does. Neither changes state the decision depends on.
+                assert (replay._pretrade(account, symbol, side, p, q, reduce_only)
+                        == reference_pretrade(replay, account, symbol, side, p, q, reduce_only)), (ts, event)
             replay.orders(([ts], [action], [account], [symbol], [oid], [side], [otype], [tif],
                            [p], [q], [STP_CANCEL_TAKER], [reduce_only]))
             # The open-order margin bound the pre-trade fast path trusts is never below the
@@ -141,6 +188,7 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
         else:
             apply_event(replay, ts, event)
         assert_conserved(clearing, replay, external, (ts, event))
+        assert_cached_figures_fresh(replay, (ts, event))
         for symbol in SYMBOLS:
             assert clearing.net_qty(symbol) == 0
         # Whatever the event made liquidatable was liquidated; nobody's equity is negative.

@@ -57,6 +57,30 @@ def test_an_order_needs_its_initial_margin_plus_its_taker_fee():
     assert order(replay, 3, "b", 3, BUY, 1_000, 1)[0][5] == "insufficient_margin"
 
 
+def test_open_orders_count_at_their_exact_margin_when_the_quick_bound_overstates_it():
+    # After one resting order (margin exactly 100,000; the quick bound says 100,001), a
+    # second identical order needs 100,000 + 500 more: 200,500 is exactly enough, 200,499
+    # is one short. Both go past the bound to the exact figure.
+    for balance, expected in ((200_500, ACCEPTED), (200_499, REJECTED)):
+        replay = make({"a": balance})
+        assert order(replay, 1, "a", 1, BUY, 1_000, 10)[0][0] == ACCEPTED
+        assert order(replay, 2, "a", 2, BUY, 1_000, 10)[0][0] == expected
+        assert replay._orders_margin_bound("a", "USDT") in (100_001, 200_002)
+
+
+def test_the_open_order_bound_follows_new_orders_and_marks():
+    # One resting order of 10 lots at 1,000: bound ceil(1,000 x 10 x 100 / 10) + 1. A mark
+    # above the limit prices the order at the mark; another order adds to the aggregate.
+    replay = make({"a": 1_000_000})
+    assert order(replay, 1, "a", 1, BUY, 1_000, 10)[0][0] == ACCEPTED
+    assert replay._orders_margin_bound("a", "USDT") == 100_001
+    replay.schedule([mark(2, 2_000)])
+    replay.until(2)
+    assert replay._orders_margin_bound("a", "USDT") == 200_001
+    assert order(replay, 3, "a", 2, BUY, 900, 10)[0][0] == ACCEPTED
+    assert replay._orders_margin_bound("a", "USDT") == 400_002  # 2,000 x 20 lots, n = 2
+
+
 def test_door_checks_come_before_margin_and_market_orders_need_a_mark():
     replay = make({"a": 0})
     assert order(replay, 1, "a", 1, BUY, 1_000, 0)[0][5] == "invalid_qty"
