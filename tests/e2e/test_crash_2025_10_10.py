@@ -62,11 +62,15 @@ def test_the_fund_runs_out_and_adl_takes_the_rest(run):
     summary = json.loads((run / "summary.json").read_text())
     figures = summary["liquidation"]
     assert figures["fund_opening"] == 10_000_000 * USDT
-    # The fund is spent at 21:16:40 (0.07 USDT left); what the book cannot take after that
-    # is deleveraged: 2,939 ADL fills, 2.24B USDT of notional.
+    # The fund is spent at 21:16:40 (0.07 USDT left); what the book cannot take at a price
+    # the fund can pay is deleveraged: 2,939 ADL fills, 2.24B USDT of notional, 931 in the
+    # 19:20 burst and 2,008 from 21:15.
     assert figures["fund_low_ts"] == utc("2025-10-10 21:16:40")
     assert figures["fund_low"] == figures["fund_close"] == 7_297_280
     assert (figures["adl_count"], figures["adl_notional"]) == (2_939, 224_236_099_090_872_000)
+    adl = pl.read_parquet(run / "adl.parquet")
+    by_burst = adl.group_by(pl.col("ts") >= utc("2025-10-10 21:00:00")).len().sort("ts").rows()
+    assert by_burst == [(False, 931), (True, 2_008)]
     assert summary["replay"] == "market_data"
     conservation = summary["conservation"]["USDT"]
     assert conservation["gap_at_last_marks"] == conservation["gap_entry_cost"] == 0
