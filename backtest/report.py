@@ -237,6 +237,10 @@ def build_report(run: Path, dataset: Path | None) -> str:
 
     rows = [("dataset", summary.get("dataset")), ("instructions", summary.get("instructions")),
             ("fills", summary.get("fills"))]
+    if summary.get("replay") == "market_data":  # say what the book was, and how our orders queued
+        rows[1:1] = [("replay", "market data (the recorded book is the market account's)"),
+                     ("recorded depth and trade rows", summary.get("inputs", {}).get("market_rows")),
+                     ("queue model", summary.get("rules", {}).get("queue_model"))]
     rows += [(f"liquidation {k}", v) for k, v in sorted(headline.items())]
     rows += [(f"conservation {a} gap", f["gap_at_last_marks"]) for a, f in sorted(summary.get("conservation", {}).items())]
     table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(f'{v:,}' if isinstance(v, int) else str(v))}</td></tr>"

@@ -189,3 +189,10 @@ def test_recorded_trades_without_depth_are_not_replayed(tmp_path):
     assert main(["run", str(tmp_path / "ds"), "--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["replay"] == "order_flow" and summary["fills"] == 0
+
+
+def test_the_report_says_it_is_a_market_data_replay(run):
+    page = (run / "report.html").read_text()
+    assert "<tr><th>replay</th><td>market data" in page
+    assert "<tr><th>recorded depth and trade rows</th><td>6</td></tr>" in page  # 4 depth + 2 trades
+    assert "<tr><th>queue model</th><td>front</td></tr>" in page
