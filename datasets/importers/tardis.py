@@ -598,11 +598,7 @@ def _trade_row(fields, line, ts, source, opts, out, counts, faults) -> None:
         return
     if side not in SIDES:
         faults.add(line, "side", "unknown value; one of buy, sell (or Tardis' unknown, skipped)", side)
-    price = _parse(opts.tick.units, fields, 6, "price", line, faults)
-    qty = _parse(opts.lot.units, fields, 7, "amount", line, faults)
-    for value, column, index in ((price, "price", 6), (qty, "amount", 7)):
-        if value == 0:
-            faults.add(line, column, "must be > 0", fields[index])
+    price, qty = _price_amount(fields, line, opts, faults)
     if side not in SIDES or not price or not qty:
         return
     out.add((ts, out.rows + 1, opts.symbol, price, qty, side, fields[4] or None))
@@ -612,14 +608,21 @@ def _liquidation_row(fields, line, ts, opts, out, faults) -> None:
     side = fields[5]
     if side not in SIDES:
         faults.add(line, "side", "unknown value; one of buy, sell", side)
+    price, qty = _price_amount(fields, line, opts, faults)
+    if side not in SIDES or not price or not qty:
+        return
+    out.add((ts, out.rows + 1, opts.symbol, side, price, qty, fields[4] or None))
+
+
+def _price_amount(fields, line, opts, faults) -> tuple[int | None, int | None]:
+    """A trade's or liquidation's price (ticks) and amount (lots) from columns 6 and 7,
+    each a fault (and falsy) when off the grid or not > 0."""
     price = _parse(opts.tick.units, fields, 6, "price", line, faults)
     qty = _parse(opts.lot.units, fields, 7, "amount", line, faults)
     for value, column, index in ((price, "price", 6), (qty, "amount", 7)):
         if value == 0:
             faults.add(line, column, "must be > 0", fields[index])
-    if side not in SIDES or not price or not qty:
-        return
-    out.add((ts, out.rows + 1, opts.symbol, side, price, qty, fields[4] or None))
+    return price, qty
 
 
 def _mark(text: str, column: str, line: int, opts: Options, counts: Counts,
