@@ -41,7 +41,7 @@ import polars as pl
 
 from datasets.manifest import load_manifest
 from datasets.market_stream import iter_market_batches, market_rows
-from datasets.tables import DEPTH, INT, STR, TableSpec, check_table, table_faults
+from datasets.tables import DEPTH, INT, STR, TableSpec, check_table, load_table
 from matching.errors import InputError
 from matching.market import MarketMatcher
 from matching.types import BUY, SELL
@@ -103,13 +103,8 @@ def _top(book) -> tuple:
 
 
 def _optional(path: Path, spec: TableSpec, symbols: set[str]) -> pl.DataFrame | None:
-    if not path.is_file():
-        return None
-    faults = table_faults(path, spec, known={"symbol": symbols})
-    if faults:
-        raise InputError(str(path), faults)
-    return pl.read_parquet(path, columns=[c for c in spec.columns if c in pl.read_parquet_schema(path)]
-                           ).with_columns(pl.col("symbol").cast(pl.String))
+    """The checked table at `path`, or None when the dataset has none."""
+    return load_table(path, spec, known={"symbol": symbols}) if path.is_file() else None
 
 
 def replay_depth(batches, matcher: MarketMatcher, clock: list[float]) -> int:

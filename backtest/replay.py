@@ -51,6 +51,7 @@ from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, OrderInten
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
+from datasets.market_stream import RANK_DEPTH, RANK_TRADES  # ranks 5 and 6 of the merge
 from matching import Matcher
 from matching.market import MarketMatcher
 from matching.types import (AMEND, BUY, CANCEL, FILL, LIMIT, NEW, R_LIQUIDATION, R_REDUCE_ONLY,
@@ -97,7 +98,6 @@ class Leg:
     fee_income: int = 0  # liquidation fee paid to the fund
 
 RANK_TRANSFERS, RANK_MARKS, RANK_ASSET_PRICES, RANK_FUNDING, RANK_INTEREST = 0, 1, 2, 3, 4
-RANK_DEPTH, RANK_TRADES = 5, 6  # datasets/market_stream.py keeps the same numbers
 
 R_INSUFFICIENT_BALANCE = "insufficient_balance"
 R_NOT_SUPPORTED = "not_supported_yet"

@@ -42,7 +42,7 @@ The spread (state here, test in tests/datasets/test_bands.py):
 Inputs are checked first: `depth_bands` (columns, nulls, percentage in +-1..5, depth and
 notional >= 0, ts in order, one row per (ts, symbol, percentage)) and `marks`; every fault
 names file, row and column. The dataset folder is rewritten through a staging folder
-(datasets.folders.staged_folder): every other file is kept (hard-linked), and a failure
+(datasets.folders.rewritten_folder): every other file is kept (hard-linked), and a failure
 leaves it as it was. A `depth.parquet` this command did not write (a recording's) is
 never overwritten.
 
@@ -52,8 +52,6 @@ Everything is one polars query (no Python loop per row); same inputs, same bytes
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,7 +61,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datasets.folders import staged_folder
+from datasets.folders import rewritten_folder
 from datasets.manifest import load_manifest
 from datasets.tables import INT, MARKS, STR, RowCheck, TableSpec, load_table, table_faults
 from matching.errors import InputError
@@ -309,13 +307,6 @@ def _notional_check(sb: pl.DataFrame, sr: pl.DataFrame, factor: int) -> dict:
 # The command
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _ours(path: Path) -> bool:
     """Was `path` (a depth.parquet) written by this command?"""
     try:
@@ -378,14 +369,7 @@ def run(out: Path, options: argparse.Namespace, progress: Callable[[int, int | N
     book = build_depth(bands, marks, levels=levels, notional_factor=factor)
     table = book.depth.to_arrow().cast(DEPTH_SCHEMA).replace_schema_metadata(
         {GENERATED_KEY: GENERATED_VALUE})
-    with staged_folder(out) as stage:
-        for item in sorted(out.iterdir()):
-            if item.name == "depth.parquet":
-                continue
-            if item.is_dir():
-                shutil.copytree(item, stage / item.name, copy_function=_link_or_copy)
-            else:
-                _link_or_copy(str(item), str(stage / item.name))
+    with rewritten_folder(out, ("depth.parquet",)) as stage:
         pq.write_table(table, stage / "depth.parquet", compression="zstd", row_group_size=65_536)
     progress(bands.height, bands.height)
     return _summary(out, book, levels, replaced)

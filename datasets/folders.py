@@ -30,6 +30,29 @@ def staged_folder(out: Path) -> Iterator[Path]:
     stage.rename(out)
 
 
+@contextmanager
+def rewritten_folder(out: Path, replaced: tuple[str, ...]) -> Iterator[Path]:
+    """staged_folder for an existing folder `out` that a command rewrites in place: the
+    stage starts with every item of `out` except the `replaced` names (hard links where
+    the file system allows, copies otherwise); the caller writes those into the stage."""
+    with staged_folder(out) as stage:
+        for item in sorted(out.iterdir()):
+            if item.name in replaced:
+                continue
+            if item.is_dir():
+                shutil.copytree(item, stage / item.name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(str(item), str(stage / item.name))
+        yield stage
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -60,9 +60,7 @@ import bisect
 import calendar
 import csv
 import io
-import os
 import random
-import shutil
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +72,7 @@ from pathlib import Path
 import polars as pl
 
 from clearing.margin import MarginTiers, TierError
-from datasets.folders import staged_folder
+from datasets.folders import rewritten_folder
 from datasets.manifest import Instrument, Manifest, load_manifest
 from datasets.orders import MAX_FAULTS
 from datasets.tables import write_table
@@ -471,13 +469,6 @@ def _tiers(manifest: Manifest, symbol: str) -> MarginTiers | None:
         raise InputError(str(manifest.path), [f"rules.margin_tiers.{symbol}: {exc}"]) from None
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def run(out: Path, options: argparse.Namespace, progress: Callable[[int, int | None], None]) -> list[str]:
     """Write the population into dataset folder `out`; return the summary lines."""
     if not (out / "dataset.toml").is_file():
@@ -524,14 +515,7 @@ def run(out: Path, options: argparse.Namespace, progress: Callable[[int, int | N
                                  leverage=leverage, seed=options.seed, tiers=tiers,
                                  progress=lambda done: progress(done, n))
     replaced = [name for name in ("accounts.parquet", "positions.parquet") if (out / name).exists()]
-    with staged_folder(out) as stage:
-        for item in sorted(out.iterdir()):
-            if item.name in ("accounts.parquet", "positions.parquet"):
-                continue
-            if item.is_dir():
-                shutil.copytree(item, stage / item.name, copy_function=_link_or_copy)
-            else:
-                _link_or_copy(str(item), str(stage / item.name))
+    with rewritten_folder(out, ("accounts.parquet", "positions.parquet")) as stage:
         write_table(population.accounts, stage / "accounts.parquet")
         write_table(population.positions, stage / "positions.parquet")
     progress(n, n)
