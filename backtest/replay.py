@@ -368,7 +368,7 @@ class Replay:
         n1 = len(out)
         seq = self.seq
         touched = None
-        settle = self.clearing.settle_fill
+        c = self.clearing
         for j in range(n0, n1):
             r = out[j]
             if r[0] == FILL:
@@ -377,13 +377,13 @@ class Replay:
                 taker_id = r[6]
                 context = self._liq_orders.get(taker_id) if taker_id < 0 else None
                 if context is None:
-                    taker_fee, maker_fee = settle(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9], reference)
+                    taker_fee, maker_fee = c.settle_fill(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9], reference)
                     out[j] = r + (taker_fee, maker_fee, TRADE)
                 elif isinstance(context, Parcel):
                     maker_fee = self.clearing.settle_parcel_fill(r[1], context, r[3], r[4], r[9], reference)
                     out[j] = r + (0, maker_fee, LIQUIDATION)
                 else:  # a partial liquidation's step: the account's own order, usual fees
-                    taker_fee, maker_fee = settle(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9], reference)
+                    taker_fee, maker_fee = c.settle_fill(r[1], r[2], r[3], r[4], r[5] == BUY, r[8], r[9], reference)
                     out[j] = r + (taker_fee, maker_fee, LIQUIDATION)
                     context.filled_qty += r[4]
                     context.exit_notional += r[3] * r[4] * self.clearing.symbols[r[2]].k
@@ -496,8 +496,12 @@ class Replay:
                 self._reduce_only[account] = live
             else:
                 del self._reduce_only[account]
-        return sum(resting[oid].qty for oid in live
-                   if resting[oid].book.symbol == symbol and resting[oid].side == side)
+        total = 0  # (a loop, not a generator: this is a cpdef method when compiled)
+        for oid in live:
+            order = resting[oid]
+            if order.book.symbol == symbol and order.side == side:
+                total += order.qty
+        return total
 
     def _trim_reduce_only(self, ts: int, accounts: Iterable[str]) -> None:
         """After fills, an account's resting reduce-only orders may no longer be covered by
@@ -718,7 +722,7 @@ class Replay:
             touched.discard(FUND)
             if touched and self._reduce_only:
                 self._trim_reduce_only(ts, touched)  # liquidation and ADL fills shrink positions
-            pending = sorted(a for a in touched if not is_exchange_account(a))
+            pending = sorted([a for a in touched if not is_exchange_account(a)])
             trigger = LIQUIDATION
 
     def _cover_deficit(self, ts: int, account: str) -> None:
@@ -732,9 +736,12 @@ class Replay:
             return
         held = c.positions.get(account, {})
         balances = c.ledger.balances
+        settles = set()  # settlement assets of its positions (no generator: cpdef)
+        for symbol in held:
+            settles.add(c.symbols[symbol].settle)
         for asset in self._settle_assets:
             balance = balances.get((account, asset), 0)
-            if balance >= 0 or any(c.symbols[s].settle == asset for s in held):
+            if balance >= 0 or asset in settles:
                 continue
             n0 = len(self.out)
             reference = f"bankruptcy:{account}"

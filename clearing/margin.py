@@ -18,12 +18,32 @@ class TierError(ValueError):
     """A margin tier table that breaks a rule; the message names the tier."""
 
 
-@dataclass(frozen=True)
 class MarginTiers:
-    floors: tuple[int, ...]  # minor units, ascending, floors[0] == 0
-    mmr: tuple[int, ...]  # over SCALE
-    amounts: tuple[int, ...]  # minor units
-    max_leverage: tuple[int, ...]  # per tier, >= 1
+    """One symbol's tier table. An immutable value (compared and hashed by its fields), kept
+    a plain class rather than a frozen dataclass so that, compiled, it is an extension type
+    (margin.pxd) whose lookups the replay calls in C."""
+
+    __slots__ = ("floors", "mmr", "amounts", "max_leverage")
+
+    def __init__(self, floors: tuple[int, ...], mmr: tuple[int, ...], amounts: tuple[int, ...],
+                 max_leverage: tuple[int, ...]) -> None:
+        self.floors = floors  # minor units, ascending, floors[0] == 0
+        self.mmr = mmr  # over SCALE
+        self.amounts = amounts  # minor units
+        self.max_leverage = max_leverage  # per tier, >= 1
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MarginTiers):
+            return NotImplemented
+        return (self.floors, self.mmr, self.amounts, self.max_leverage) == (
+            other.floors, other.mmr, other.amounts, other.max_leverage)
+
+    def __hash__(self) -> int:
+        return hash((self.floors, self.mmr, self.amounts, self.max_leverage))
+
+    def __repr__(self) -> str:
+        return (f"MarginTiers(floors={self.floors}, mmr={self.mmr}, amounts={self.amounts}, "
+                f"max_leverage={self.max_leverage})")
 
     @classmethod
     def from_rows(cls, rows: list[list[int]], *, max_leverage: int | None = None) -> MarginTiers:

@@ -13,15 +13,28 @@ fill's notional and conservation stays exact (DESIGN.md's Conservation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from clearing.money import div_ceil, div_floor
 
 
-@dataclass(slots=True)
 class Position:
-    qty: int = 0  # signed lots: long > 0, short < 0, flat 0
-    cost: int = 0  # unsigned entry notional, minor units; 0 when flat
+    """One account's position in one symbol. A plain class, not a dataclass: compiled, it
+    is an extension type with a C qty field (positions.pxd), which a dataclass cannot be."""
+
+    __slots__ = ("qty", "cost")
+
+    def __init__(self, qty: int = 0, cost: int = 0) -> None:
+        self.qty = qty  # signed lots: long > 0, short < 0, flat 0
+        self.cost = cost  # unsigned entry notional, minor units; 0 when flat
+
+    def __repr__(self) -> str:
+        return f"Position(qty={self.qty}, cost={self.cost})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Position):
+            return NotImplemented
+        return self.qty == other.qty and self.cost == other.cost
+
+    __hash__ = None  # mutable, like the dataclass it replaces
 
     def signed_cost(self) -> int:
         """Entry cost with the position's sign (long +, short -): the conservation term."""

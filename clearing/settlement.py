@@ -13,7 +13,7 @@ goes to `rounding` (one entry per funding time and symbol).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from clearing.collateral import (Collateral, converted, effective_margin, from_valuation, interest_due,
@@ -49,50 +49,78 @@ class FeeSchedule:
         return self.tiers[tier]
 
 
-@dataclass(frozen=True)
 class SymbolSpec:
-    settle: str  # settlement asset
-    k: int  # minor units per tick x lot
-    tiers: MarginTiers | None = None  # margin tiers; None: no margin figures for the symbol
-    kind: str = LINEAR_PERPETUAL  # the manifest's instrument kind (multi-asset mode serves linear only)
+    """What clearing needs of one instrument. An immutable value (compared and hashed by its
+    fields), a plain class so that, compiled, it is an extension type (settlement.pxd)."""
+
+    __slots__ = ("settle", "k", "tiers", "kind")
+
+    def __init__(self, settle: str, k: int, tiers: MarginTiers | None = None,
+                 kind: str = LINEAR_PERPETUAL) -> None:
+        self.settle = settle  # settlement asset
+        self.k = k  # minor units per tick x lot
+        self.tiers = tiers  # margin tiers; None: no margin figures for the symbol
+        self.kind = kind  # the manifest's instrument kind (multi-asset mode serves linear only)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SymbolSpec):
+            return NotImplemented
+        return (self.settle, self.k, self.tiers, self.kind) == (other.settle, other.k, other.tiers, other.kind)
+
+    def __hash__(self) -> int:
+        return hash((self.settle, self.k, self.tiers, self.kind))
+
+    def __repr__(self) -> str:
+        return f"SymbolSpec(settle={self.settle!r}, k={self.k}, tiers={self.tiers!r}, kind={self.kind!r})"
 
 
-@dataclass
 class Clearing:
     """Positions, balances and marks of every account; settles fills and funding.
 
     Records (ledger entries and funding payments) go to `out` (the ledger's list), in
     posting order; the run's writer numbers them with the matcher's records.
+
+    A plain class (it was a dataclass; the constructor takes the same arguments) so that,
+    compiled, it is an extension type (settlement.pxd): the replay reads its fields and
+    calls its methods in C, many times per instruction.
     """
 
-    symbols: dict[str, SymbolSpec]
-    fee_schedule: FeeSchedule = field(default_factory=FeeSchedule)
-    ledger: Ledger = field(default_factory=Ledger)
-    fee_tier: dict[str, int] = field(default_factory=dict)  # account -> tier (default 0)
-    # account -> symbol -> position, and the same objects as symbol -> account -> position;
-    # flat positions are removed from both.
-    positions: dict[str, dict[str, Position]] = field(default_factory=dict)
-    holders: dict[str, dict[str, Position]] = field(default_factory=dict)
-    marks: dict[str, int] = field(default_factory=dict)  # symbol -> latest mark, ticks
-    # Per asset: signed entry cost of the positions loaded at the start (conservation term).
-    opening_cost: dict[str, int] = field(default_factory=dict)
-    # The insurance fund's parcels in takeover order (closed ones stay, qty 0), and the
-    # open ones per symbol, also in takeover order.
-    parcels: list[Parcel] = field(default_factory=list)
-    live_parcels: dict[str, list[Parcel]] = field(default_factory=dict)
-    # Per asset: funding the fund could not pay above its floor, withheld from receivers.
-    funding_withheld: dict[str, int] = field(default_factory=dict)
-    # Multi-asset mode (CLEARING.md section 6): the accounts in it (one pool each, valued in
-    # `valuation`), the collateral rules, the latest asset prices (valuation minor units
-    # per whole unit) and accrued interest per (account, asset) (the part of a debt a
-    # repayment clears first).
-    multi: set[str] = field(default_factory=set)
-    collateral: Collateral | None = None
-    valuation: str = "USDT"
-    asset_prices: dict[str, int] = field(default_factory=dict)
-    accrued: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(self, symbols: dict[str, SymbolSpec], fee_schedule: FeeSchedule | None = None,
+                 ledger: Ledger | None = None, fee_tier: dict[str, int] | None = None,
+                 positions: dict[str, dict[str, Position]] | None = None,
+                 holders: dict[str, dict[str, Position]] | None = None,
+                 marks: dict[str, int] | None = None, opening_cost: dict[str, int] | None = None,
+                 parcels: list[Parcel] | None = None, live_parcels: dict[str, list[Parcel]] | None = None,
+                 funding_withheld: dict[str, int] | None = None, multi: set[str] | None = None,
+                 collateral: Collateral | None = None, valuation: str = "USDT",
+                 asset_prices: dict[str, int] | None = None,
+                 accrued: dict[tuple[str, str], int] | None = None) -> None:
+        self.symbols = symbols
+        self.fee_schedule = FeeSchedule() if fee_schedule is None else fee_schedule
+        self.ledger = Ledger() if ledger is None else ledger
+        self.fee_tier = {} if fee_tier is None else fee_tier  # account -> tier (default 0)
+        # account -> symbol -> position, and the same objects as symbol -> account ->
+        # position; flat positions are removed from both.
+        self.positions = {} if positions is None else positions
+        self.holders = {} if holders is None else holders
+        self.marks = {} if marks is None else marks  # symbol -> latest mark, ticks
+        # Per asset: signed entry cost of the positions loaded at the start (conservation term).
+        self.opening_cost = {} if opening_cost is None else opening_cost
+        # The insurance fund's parcels in takeover order (closed ones stay, qty 0), and the
+        # open ones per symbol, also in takeover order.
+        self.parcels = [] if parcels is None else parcels
+        self.live_parcels = {} if live_parcels is None else live_parcels
+        # Per asset: funding the fund could not pay above its floor, withheld from receivers.
+        self.funding_withheld = {} if funding_withheld is None else funding_withheld
+        # Multi-asset mode (CLEARING.md section 6): the accounts in it (one pool each, valued
+        # in `valuation`), the collateral rules, the latest asset prices (valuation minor
+        # units per whole unit) and accrued interest per (account, asset) (the part of a
+        # debt a repayment clears first).
+        self.multi = set() if multi is None else multi
+        self.collateral = collateral
+        self.valuation = valuation
+        self.asset_prices = {} if asset_prices is None else asset_prices
+        self.accrued = {} if accrued is None else accrued
         for symbol in self.symbols:
             self.holders.setdefault(symbol, {})
             self.live_parcels.setdefault(symbol, [])

@@ -1,0 +1,17 @@
+# Compile-time types for clearing/margin.py (Cython "augmenting .pxd"). The .py file stays
+# the readable reference and runs unchanged without this file; keep the two in step.
+cimport cython
+from clearing.money cimport div_ceil
+
+
+@cython.final
+cdef class MarginTiers:
+    cdef readonly tuple floors
+    cdef readonly tuple mmr
+    cdef readonly tuple amounts
+    cdef readonly tuple max_leverage
+
+    cpdef object tier(self, object notional_minor)
+    cpdef object maintenance(self, object notional_minor)
+    cpdef object initial(self, object notional_minor)
+    cpdef tuple both(self, object notional_minor)

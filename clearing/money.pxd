@@ -1,0 +1,12 @@
+# Compile-time types for clearing/money.py (Cython "augmenting .pxd"). The .py file stays
+# the readable reference and runs unchanged without this file; keep the two in step.
+# cpdef: the compiled modules that cimport these call them in C, without a Python call;
+# Python callers see the same functions. (SCALE stays a Python global: the uncompiled
+# modules import it.)
+
+cpdef object div_floor(object a, object b)
+cpdef object div_ceil(object a, object b)
+cpdef object notional(object price_ticks, object qty_lots, object k)
+cpdef object fee(object notional_minor, object rate)
+cpdef tuple funding_amounts_over(object qty_lots, object mark_ticks, object k, object rate_num_abs,
+                                 object per)

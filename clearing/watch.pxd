@@ -1,0 +1,22 @@
+# Compile-time types for clearing/watch.py (Cython "augmenting .pxd"). The .py file stays
+# the readable reference and runs unchanged without this file; keep the two in step.
+cimport cython
+from clearing.settlement cimport Clearing, SymbolSpec
+from clearing.positions cimport Position
+
+
+@cython.final
+cdef class MarginWatch:
+    cdef public Clearing clearing
+    cdef public dict low
+    cdef public dict high
+    cdef public dict version
+    cdef public object last
+    cdef public dict _mmr_max
+
+    @cython.locals(c=Clearing, version=cython.longlong, held=dict, due=list, last=list, multi=cython.bint,
+                   n=Py_ssize_t, low=list, high=list)
+    cpdef list check(self, str account)
+    @cython.locals(version=dict, holders=dict, found=set, low=list, high=list)
+    cpdef list leaving(self, str symbol, object mark)
+    cpdef _rebuild(self, str symbol)
