@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from itertools import accumulate, compress
+from collections.abc import Callable
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -86,10 +90,29 @@ SIMPLE_TABLES = {
     "repayment": ("repayments", REPAYMENTS_SCHEMA),
 }
 FILL_ROW = "fill_row"  # a fills row without order events (takeover, adl): clearing/settlement.py
+# write_records' group codes.
+_FILLS, _EVENTS, _FILL_ROWS, _SIMPLE = 0, 1, 2, 3
 BOOK_SCHEMA = pa.schema([
     ("symbol", pa.string()), ("side", pa.string()), ("price", pa.int64()), ("qty", pa.int64()),
     ("order_count", pa.int64()),
 ])
+
+# The records as Arrow structs, field by field in record order (write_records converts a
+# kind's records with one pa.array call, no transpose): an order event; the matcher's fill
+# (taker/maker open qty after it last), the replay's cleared fill (+ fees, kind); a fill row.
+_S, _I = pa.string(), pa.int64()
+EVENT_RECORD = pa.struct([("event", _S), ("ts", _I), ("account", _S), ("symbol", _S),
+                          ("order_id", _I), ("reason", _S), ("remaining_qty", _I)])
+FILL_RECORD = pa.struct([("record", _S), ("ts", _I), ("symbol", _S), ("price", _I), ("qty", _I),
+                         ("side", _I), ("taker_order_id", _I), ("maker_order_id", _I),
+                         ("taker_account", _S), ("maker_account", _S), ("taker_left", _I),
+                         ("maker_left", _I)])
+CLEARED_FILL_RECORD = pa.struct([*FILL_RECORD, ("taker_fee", _I), ("maker_fee", _I), ("kind", _S)])
+FILL_ROW_RECORD = pa.struct([("record", _S), ("ts", _I), ("symbol", _S), ("price", _I), ("qty", _I),
+                             ("side", _I), ("taker_order_id", _I), ("maker_order_id", _I),
+                             ("taker_account", _S), ("maker_account", _S), ("taker_fee", _I),
+                             ("maker_fee", _I), ("kind", _S), ("notional", _I)])
+_SIDE_NAMES = pa.array(SIDE_NAMES)
 
 
 def _plain(schema: pa.Schema) -> pa.Schema:
@@ -98,20 +121,87 @@ def _plain(schema: pa.Schema) -> pa.Schema:
                       for f in schema])
 
 
+_PLAIN_FILLS = _plain(FILLS_SCHEMA)
+_PLAIN_EVENTS = _plain(ORDER_EVENTS_SCHEMA)
+
+
+def _record_struct(schema: pa.Schema) -> pa.StructType:
+    """The struct of one clearing record of `schema`'s table: (KIND, ts, *columns after seq)."""
+    plain = _plain(schema)
+    return pa.struct([("record", pa.string()), plain.field(0), *list(plain)[2:]])
+
+
+def _simple_table(records: pa.StructArray, seq: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """A clearing table's rows (plain `schema`) from its records and their sequence numbers."""
+    field = records.field
+    return pa.Table.from_arrays([field(1), pa.array(seq), *map(field, range(2, records.type.num_fields))],
+                                schema=schema)
+
+
+def _fills_table(fills: pa.StructArray, seq: np.ndarray, notional: pa.Array) -> pa.Table:
+    """Fills rows from fill records (FILL_RECORD or CLEARED_FILL_RECORD); a matcher-only
+    fill pays no fee and is a `trade`."""
+    f = fills.field
+    n = len(fills)
+    if fills.type.num_fields == CLEARED_FILL_RECORD.num_fields:
+        taker_fee, maker_fee, kind = f(12), f(13), f(14)
+    else:
+        taker_fee = maker_fee = pa.repeat(pa.scalar(0, pa.int64()), n)
+        kind = pa.repeat(pa.scalar("trade", pa.string()), n)
+    return pa.Table.from_arrays(
+        [f(1), pa.array(seq), f(2), f(3), f(4), notional, _SIDE_NAMES.take(f(5)), f(6), f(7), f(8),
+         f(9), taker_fee, maker_fee, kind], schema=_PLAIN_FILLS)
+
+
+def _fill_rows_table(rows: pa.StructArray, seq: np.ndarray) -> pa.Table:
+    """Fills rows that carry their own notional and no order events (takeover, adl)."""
+    f = rows.field
+    return pa.Table.from_arrays(
+        [f(1), pa.array(seq), f(2), f(3), f(4), f(13), _SIDE_NAMES.take(f(5)), f(6), f(7), f(8),
+         f(9), f(10), f(11), f(12)], schema=_PLAIN_FILLS)
+
+
+def _build_fills(parts: list[Callable[[], pa.Table]]) -> pa.Table:
+    tables = [part() for part in parts]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _events_table(events: pa.StructArray, seq: np.ndarray, fills: pa.StructArray | None,
+                  fill_seq: np.ndarray | None) -> pa.Table:
+    """Order events rows: the event records, then each fill's taker `filled` (the fill's
+    seq + 1) and maker `filled` (+ 2); the sink sorts them by seq."""
+    e = events.field
+    table = pa.Table.from_arrays([e(1), pa.array(seq), e(2), e(3), e(4), e(0), e(5), e(6)],
+                                 schema=_PLAIN_EVENTS)
+    if fills is None:
+        return table
+    f = fills.field
+    n = len(fills)
+    filled = pa.repeat(pa.scalar(FILLED, pa.string()), n)
+    no_reason = pa.nulls(n, pa.string())
+    taker = pa.Table.from_arrays([f(1), pa.array(fill_seq + 1), f(8), f(2), f(6), filled, no_reason, f(10)],
+                                 schema=_PLAIN_EVENTS)
+    maker = pa.Table.from_arrays([f(1), pa.array(fill_seq + 2), f(9), f(2), f(7), filled, no_reason, f(11)],
+                                 schema=_PLAIN_EVENTS)
+    return pa.concat_tables([table, taker, maker])
+
+
 def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(path, schema, compression="zstd")
 
 
 class _TableSink:
-    """One background thread that sorts, casts and writes the tables the writer builds, in
-    the order they were handed over (one FIFO queue, one thread: each file receives the same
-    row groups in the same order as a synchronous writer, so the bytes are identical).
+    """One background thread that builds, sorts, casts and writes the tables the writer
+    hands over, in the order they were handed over (one FIFO queue, one thread: each file
+    receives the same row groups in the same order as a synchronous writer, so the bytes
+    are identical).
 
-    Why: building an Arrow table from Python lists needs the GIL, but sorting, casting to
-    the dictionary schema and ParquetWriter.write_table are Arrow C++ that release it, so
-    they run on the other core while the replay goes on (about a quarter of the writer's
-    time on the 1M clearing stream). The queue is bounded so memory stays flat; an error in
-    the thread is raised in the caller at the next `put` or at `close`.
+    Why: converting Python records to Arrow needs the GIL, but assembling tables from the
+    converted arrays (derived columns, the fills' `filled` events, concatenation), sorting,
+    casting to the dictionary schema and ParquetWriter.write_table are Arrow C++ that
+    release it, so they run on the other core while the replay goes on. The queue is
+    bounded so memory stays flat; an error in the thread is raised in the caller at the
+    next `put` or at `close`.
     """
 
     def __init__(self) -> None:
@@ -127,19 +217,21 @@ class _TableSink:
                 return
             if self._error is not None:
                 continue  # drain after a failure; the caller raises it
-            writer, table, schema, sort = job
+            writer, build, schema, sort = job
             try:
+                table = build()
                 if sort:
                     table = table.take(pc.sort_indices(table["seq"]))
                 writer.write_table(table.cast(schema))
             except BaseException as exc:  # re-raised in the caller's thread
                 self._error = exc
 
-    def put(self, writer: pq.ParquetWriter, table: pa.Table, schema: pa.Schema, *, sort: bool = False) -> None:
-        """Queue `table` (plain columns) for `writer`: sorted by seq when `sort`, cast to
-        `schema`, written."""
+    def put(self, writer: pq.ParquetWriter, build: Callable[[], pa.Table], schema: pa.Schema, *,
+            sort: bool = False) -> None:
+        """Queue `build` (Arrow work only: it runs on the sink thread) for `writer`: its
+        table (plain columns), sorted by seq when `sort`, cast to `schema`, written."""
         self._raise()
-        self._jobs.put((writer, table, schema, sort))
+        self._jobs.put((writer, build, schema, sort))
 
     def close(self) -> None:
         """Wait until every queued table is written; raise the thread's error, if any."""
@@ -175,97 +267,92 @@ class MatchOutputWriter:
             for kind, (table, schema) in SIMPLE_TABLES.items():
                 self._simple[kind] = _writer(folder / f"{table}.parquet", schema)
                 self.rows[table] = 0
+        # Record kind -> group code: fills, order events, fill rows, then the clearing tables
+        # in name order (the order their tables are handed to the sink).
+        self._group = [FILL, EVENT_NAMES, FILL_ROW, *sorted(self._simple)]
+        self._codes = {FILL: _FILLS, FILL_ROW: _FILL_ROWS, **dict.fromkeys(EVENT_NAMES, _EVENTS),
+                       **{kind: code for code, kind in enumerate(self._group) if code >= _SIMPLE}}
+        self._record_types = {kind: _record_struct(SIMPLE_TABLES[kind][1]) for kind in self._simple}
 
     def write_records(self, records: list[tuple]) -> None:
         """Append one drained batch of records (then the caller clears it).
 
-        Columnar: a record's first sequence number is the running sum of record widths (a
-        fill is three rows, anything else one); columns are transposed in C (zip(*...)),
-        the fills' two `filled` events are added as columns, and the events are put in
-        sequence order with one Arrow sort. Same rows as `matching.records.expand`. A fill
-        record cleared by the replay carries three more fields: taker fee, maker fee, kind.
+        Columnar, with no per-record Python bytecode: each record's kind becomes a small
+        code (one C-level map), a record's first sequence number is the running sum of
+        record widths (numpy; a fill is three rows, anything else one), and each kind's
+        records are converted to Arrow with one pa.array call to a struct (Arrow's converter
+        walks the tuples in C; no zip(*) transpose, no Python column lists). Everything after
+        that (the fills' derived columns and `filled` events, the sort by seq, the cast,
+        the write) is Arrow work for the sink thread. Same rows as
+        `matching.records.expand`. A fill record cleared by the replay carries three more
+        fields: taker fee, maker fee, kind.
         """
         if not records:
             return
-        kinds = [r[0] for r in records]
-        is_fill = [k == FILL for k in kinds]
-        present = set(kinds)
-        starts = list(accumulate((3 if f else 1 for f in is_fill), initial=self.seq + 1))
-        self.seq = starts.pop() - 1
-        fill_recs = list(compress(records, is_fill))
-        fill_seq = list(compress(starts, is_fill))
-        for kind in sorted(present & self._simple.keys()):
-            self._write_simple(kind, records, kinds, starts)
-        if present <= {FILL, *EVENT_NAMES}:
-            is_event = [not f for f in is_fill]
-        else:
-            names = set(EVENT_NAMES)
-            is_event = [k in names for k in kinds]
-            unknown = present - names - {FILL, FILL_ROW} - self._simple.keys()
-            if unknown:
-                raise ValueError(f"records of unknown kind: {sorted(unknown)}")
-        ev_cols = [list(c) for c in zip(*compress(records, is_event))] or [[] for _ in range(7)]
-        ev_seq = list(compress(starts, is_event))
-        event, ts, account, symbol, order_id, reason, remaining = ev_cols
-        if fill_recs:
-            cleared = len(fill_recs[0]) == 15
-            columns = [list(c) for c in zip(*fill_recs)]
-            (_, f_ts, f_sym, price, qty, side, taker_id, maker_id, taker, maker, t_left,
-             m_left) = columns[:12]
-            factor = self.notional_factor
-            notional = [p * q * factor[s] for p, q, s in zip(price, qty, f_sym)]
-            if max(notional) > INT64_MAX:
-                raise OverflowError(f"fill notional beyond int64: max={max(notional)}")
-            n = len(fill_recs)
-            if cleared:
-                taker_fee, maker_fee, fill_kind = columns[12:]
-            else:
-                taker_fee = maker_fee = [0] * n
-                fill_kind = ["trade"] * n
-            fills = pa.table(
-                [f_ts, fill_seq, f_sym, price, qty, notional, [SIDE_NAMES[x] for x in side],
-                 taker_id, maker_id, taker, maker, taker_fee, maker_fee, fill_kind],
-                schema=_plain(FILLS_SCHEMA))
-            sort_fills = FILL_ROW in present
-            if sort_fills:
-                fills = pa.concat_tables([fills, self._fill_rows(records, kinds, starts)])
-            self._sink.put(self._fills, fills, FILLS_SCHEMA, sort=sort_fills)
-            self.fill_rows += fills.num_rows
-            filled = [FILLED] * 2 * n
-            event += filled
-            ts += f_ts + f_ts
-            account += taker + maker
-            symbol += f_sym + f_sym
-            order_id += taker_id + maker_id
-            reason += [None] * 2 * n
-            remaining += t_left + m_left
-            ev_seq += [s + 1 for s in fill_seq] + [s + 2 for s in fill_seq]
-        elif FILL_ROW in present:
-            fills = self._fill_rows(records, kinds, starts)
-            self._sink.put(self._fills, fills, FILLS_SCHEMA)
-            self.fill_rows += fills.num_rows
-        events = pa.table([ts, ev_seq, account, symbol, order_id, event, reason, remaining],
-                          schema=_plain(ORDER_EVENTS_SCHEMA))
-        self._sink.put(self._events, events, ORDER_EVENTS_SCHEMA, sort=bool(fill_recs))
-        self.event_rows += events.num_rows
+        n = len(records)
+        codes = np.fromiter(map(self._codes.get, map(itemgetter(0), records), repeat(-1)),
+                            dtype=np.int8, count=n)
+        counts = np.bincount(codes + 1, minlength=len(self._group) + 1)
+        if counts[0]:
+            unknown = {r[0] for r in records} - self._codes.keys()
+            raise ValueError(f"records of unknown kind: {sorted(unknown)}")
+        counts = counts[1:]
+        widths = np.where(codes == _FILLS, 3, 1)
+        ends = np.cumsum(widths)
+        ends += self.seq
+        starts = ends - widths + 1
+        self.seq = int(ends[-1])
+        rows = np.fromiter(records, dtype=object, count=n)
 
-    def _fill_rows(self, records: list[tuple], kinds: list[str], starts: list[int]) -> pa.Table:
-        """Fills rows that carry their own notional and no order events (takeover, adl)."""
-        sel = [k == FILL_ROW for k in kinds]
-        (_, ts, symbol, price, qty, side, taker_id, maker_id, taker, maker, taker_fee,
-         maker_fee, kind, notional) = (list(c) for c in zip(*compress(records, sel)))
-        return pa.table([ts, list(compress(starts, sel)), symbol, price, qty, notional,
-                         [SIDE_NAMES[x] for x in side], taker_id, maker_id, taker, maker,
-                         taker_fee, maker_fee, kind], schema=_plain(FILLS_SCHEMA))
+        def group(code: int) -> tuple[list, np.ndarray]:
+            mask = codes == code
+            return rows[mask].tolist(), starts[mask]
 
-    def _write_simple(self, kind: str, records: list[tuple], kinds: list[str], starts: list[int]) -> None:
-        table_name, schema = SIMPLE_TABLES[kind]
-        sel = [k == kind for k in kinds]
-        cols = list(zip(*compress(records, sel)))  # tuples: Arrow reads them as it reads lists
-        seqs = list(compress(starts, sel))
-        table = pa.table([cols[1], seqs, *cols[2:]], schema=_plain(schema))
-        self._sink.put(self._simple[kind], table, schema)
-        self.rows[table_name] += table.num_rows
+        for code in range(_SIMPLE, len(self._group)):
+            if counts[code]:
+                kind = self._group[code]
+                table_name, schema = SIMPLE_TABLES[kind]
+                recs, seq = group(code)
+                arr = pa.array(recs, type=self._record_types[kind])
+                self._sink.put(self._simple[kind], partial(_simple_table, arr, seq, _plain(schema)), schema)
+                self.rows[table_name] += len(arr)
+        fills = fill_seq = None
+        parts = []
+        if counts[_FILLS]:
+            recs, fill_seq = group(_FILLS)
+            fills = pa.array(recs, type=CLEARED_FILL_RECORD if len(recs[0]) == 15 else FILL_RECORD)
+            parts.append(partial(_fills_table, fills, fill_seq, self._notional(fills)))
+        if counts[_FILL_ROWS]:
+            recs, seq = group(_FILL_ROWS)
+            parts.append(partial(_fill_rows_table, pa.array(recs, type=FILL_ROW_RECORD), seq))
+        if parts:
+            self._sink.put(self._fills, partial(_build_fills, parts), FILLS_SCHEMA,
+                           sort=len(parts) > 1)
+            self.fill_rows += int(counts[_FILLS] + counts[_FILL_ROWS])
+        recs, seq = group(_EVENTS)
+        events = pa.array(recs, type=EVENT_RECORD)
+        self._sink.put(self._events, partial(_events_table, events, seq, fills, fill_seq),
+                       ORDER_EVENTS_SCHEMA, sort=fills is not None)
+        self.event_rows += len(events) + 2 * int(counts[_FILLS])
+
+    def _notional(self, fills: pa.StructArray) -> pa.Array:
+        """price x qty x K per fill, in int64 (Arrow's checked multiply); when that fails
+        (overflow, an unknown symbol) the exact Python product says why."""
+        symbol, price, qty = fills.field(2), fills.field(3), fills.field(4)
+        factor = self.notional_factor
+        per_fill = pa.array(list(factor.values()), pa.int64()).take(
+            pc.index_in(symbol, value_set=pa.array(list(factor), pa.string())))
+        try:
+            notional = pc.multiply_checked(pc.multiply_checked(price, qty), per_fill)
+        except pa.ArrowInvalid:
+            notional = None
+        if notional is None or notional.null_count:
+            exact = [p * q * factor[s] for p, q, s in zip(price.to_pylist(), qty.to_pylist(),
+                                                          symbol.to_pylist())]
+            if max(exact) > INT64_MAX:
+                raise OverflowError(f"fill notional beyond int64: max={max(exact)}")
+            notional = pa.array(exact, pa.int64())
+        return notional
 
     def close(self) -> None:
         self._sink.close()
