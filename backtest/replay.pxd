@@ -10,8 +10,10 @@ cimport cython
 from clearing.money cimport div_ceil, fee
 from clearing.positions cimport Position
 from clearing.watch cimport MarginWatch
-from clearing.settlement cimport Clearing, SymbolSpec
+from clearing.settlement cimport Clearing, SymbolSpec, is_exchange_account
+from clearing.pretrade cimport check_order_parts, order_requirement
 from clearing.margin cimport MarginTiers
+from matching.book cimport Order
 
 
 @cython.final
@@ -76,16 +78,23 @@ cdef class Replay:
     cpdef dict _current_figures(self)
     @cython.locals(cache=dict, pools=dict)
     cpdef tuple _pool_figures(self, str account, str asset)
+    @cython.locals(resting=dict, live=list, order=Order)
     cpdef object _reduce_only_qty(self, str account, str symbol, int side)
+    @cython.locals(c=Clearing, spec=SymbolSpec, order=Order)
     cpdef object _amend_margin(self, str account, str symbol, object oid, object price, object qty)
     @cython.locals(aggregate=dict, cached=tuple)
     cpdef object _orders_margin_bound(self, str account, str asset)
+    @cython.locals(c=Clearing, spec=SymbolSpec, symbols=dict, marks=dict, min_leverage=dict,
+                   multi=cython.bint, entry=tuple)
     cpdef object _orders_margin_bound_of(self, str account, str asset, dict aggregate)
     @cython.locals(aggregate=dict, entry=tuple)
     cpdef _bound_add(self, str account, str symbol, object qty, object price)
+    @cython.locals(ids=list, aggregate=dict, resting=dict, live=list, order=Order, spec=SymbolSpec,
+                   symbols=dict, marks=dict, entry=tuple)
     cpdef object _orders_margin(self, str account, str asset)
+    @cython.locals(c=Clearing, held=dict, balances=object, settles=set)
     cpdef _cover_deficit(self, object ts, str account)
     cpdef _mark(self, object ts, str symbol, object mark)
-    @cython.locals(out=list, pending=list, touched=set, due=list, pools=dict)
+    @cython.locals(out=list, pending=list, touched=set, due=list, pools=dict, watch=MarginWatch)
     cpdef _check(self, object ts, object accounts, str trigger)
     cpdef _funding(self, object ts, str symbol, object rate, str source)

@@ -685,15 +685,15 @@ class Replay:
         liquidated at once; the accounts its liquidation touched (makers of the liquidation
         fills, ADL counterparties) are checked next, in id order, until none is left."""
         out = self.out
-        check = self.watch.check
+        watch = self.watch
         multi = self.clearing.multi
         pending = sorted(set(accounts))
         while pending:
             touched: set[str] = set()
             for account in pending:
                 self.margin_checks += 1
-                due = check(account)
-                last = self.watch.last
+                due = watch.check(account)
+                last = watch.last
                 if last is not None and account not in multi:
                     # The figures check just computed, nothing changed since: keep them.
                     pools = self._current_figures().get(account)

@@ -1,2 +1,12 @@
-# Compile-time types for clearing/pretrade.py (Cython "augmenting .pxd"); see money.pxd.
+# Compile-time types for clearing/pretrade.py (Cython "augmenting .pxd"). The .py file
+# stays the readable reference and runs unchanged without this file; keep the two in step.
+cimport cython
+from clearing.margin cimport MarginTiers
 from clearing.money cimport fee
+
+cpdef object order_price(object limit, object mark)
+cpdef object check_order_parts(object qty_signed, object limit, bint reduce_only, object position_qty,
+                               object equity, object initial_in_use, object mark, object k,
+                               MarginTiers tiers, object taker_rate, object rate)
+cpdef object order_requirement(object qty_signed, object limit, object mark, object k,
+                               MarginTiers tiers, object taker_rate, object rate)

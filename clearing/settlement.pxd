@@ -37,7 +37,7 @@ cdef class Clearing:
     cdef public list out
 
     cpdef object position(self, str account, str symbol)
-    @cython.locals(spec=SymbolSpec, schedule=tuple, post=object)
+    @cython.locals(spec=SymbolSpec, schedule=tuple, ledger=Ledger)
     cpdef tuple settle_fill(self, object ts, str symbol, object price, object qty, bint taker_side_buy,
                             str taker, str maker, str reference)
     @cython.locals(held=dict)
@@ -49,3 +49,6 @@ cdef class Clearing:
     @cython.locals(multi=cython.bint, symbols=dict, marks=dict, held=dict, spec=SymbolSpec,
                    pos=Position, tiers=MarginTiers)
     cpdef tuple pool_figures(self, str account, str asset)
+
+
+cpdef bint is_exchange_account(str account) except -1

@@ -160,15 +160,15 @@ class Clearing:
         taker_fee = fee(n, taker_rate)
         maker_fee = fee(n, maker_rate)
         signed = qty if taker_side_buy else -qty
-        post = self.ledger.post
+        ledger = self.ledger
         settle = spec.settle
         for account, lots, paid in ((taker, signed, taker_fee), (maker, -signed, maker_fee)):
             realised = self._apply(account, symbol, lots, n)
             if realised:
-                post(ts, account, settle, realised, "realised_pnl", reference)
+                ledger.post(ts, account, settle, realised, "realised_pnl", reference)
             if paid:
-                post(ts, account, settle, -paid, "fee", reference)
-                post(ts, FEES, settle, paid, "fee", reference)
+                ledger.post(ts, account, settle, -paid, "fee", reference)
+                ledger.post(ts, FEES, settle, paid, "fee", reference)
         return taker_fee, maker_fee
 
     def _open(self, account: str, symbol: str) -> Position:

@@ -1,7 +1,7 @@
 # Compile-time types for clearing/watch.py (Cython "augmenting .pxd"). The .py file stays
 # the readable reference and runs unchanged without this file; keep the two in step.
 cimport cython
-from clearing.settlement cimport Clearing, SymbolSpec
+from clearing.settlement cimport Clearing, SymbolSpec, is_exchange_account
 from clearing.positions cimport Position
 
 
