@@ -6,6 +6,7 @@
 # Why: as a Python class every `self.x` is a dict lookup and every `self._m(...)` a bound
 # method call; as a final extension type they are a struct field and a C call. The replay
 # makes dozens of each per instruction (the pre-trade check, the margin check after fills).
+# Resting orders stay untyped: a market-data replay's are matching.market.MarketOrder.
 cimport cython
 from clearing.money cimport div_ceil, fee
 from clearing.positions cimport Position
@@ -13,7 +14,12 @@ from clearing.watch cimport MarginWatch
 from clearing.settlement cimport Clearing, SymbolSpec, is_exchange_account
 from clearing.pretrade cimport check_order_parts, order_requirement
 from clearing.margin cimport MarginTiers
-from matching.book cimport Order
+from clearing.liquidation cimport better, binance_rank, bitmex_rank, order_keyed, rank_keys, rank_order
+
+
+
+@cython.locals(pos=Position)
+cpdef bint _adl_candidate(dict holders, str account, bint long_parcel) except -1
 
 
 @cython.final
@@ -78,9 +84,9 @@ cdef class Replay:
     cpdef dict _current_figures(self)
     @cython.locals(cache=dict, pools=dict)
     cpdef tuple _pool_figures(self, str account, str asset)
-    @cython.locals(resting=dict, live=list, order=Order)
+    @cython.locals(resting=dict, live=list)
     cpdef object _reduce_only_qty(self, str account, str symbol, int side)
-    @cython.locals(c=Clearing, spec=SymbolSpec, order=Order)
+    @cython.locals(c=Clearing, spec=SymbolSpec)
     cpdef object _amend_margin(self, str account, str symbol, object oid, object price, object qty)
     @cython.locals(aggregate=dict, cached=tuple)
     cpdef object _orders_margin_bound(self, str account, str asset)
@@ -89,7 +95,7 @@ cdef class Replay:
     cpdef object _orders_margin_bound_of(self, str account, str asset, dict aggregate)
     @cython.locals(aggregate=dict, entry=tuple)
     cpdef _bound_add(self, str account, str symbol, object qty, object price)
-    @cython.locals(ids=list, aggregate=dict, resting=dict, live=list, order=Order, spec=SymbolSpec,
+    @cython.locals(ids=list, aggregate=dict, resting=dict, live=list, spec=SymbolSpec,
                    symbols=dict, marks=dict, entry=tuple)
     cpdef object _orders_margin(self, str account, str asset)
     @cython.locals(c=Clearing, held=dict, balances=object, settles=set)
@@ -98,3 +104,12 @@ cdef class Replay:
     @cython.locals(out=list, pending=list, touched=set, due=list, pools=dict, watch=MarginWatch)
     cpdef _check(self, object ts, object accounts, str trigger)
     cpdef _funding(self, object ts, str symbol, object rate, str source)
+    @cython.locals(c=Clearing, held=dict, pos=Position, spec=SymbolSpec, multi=cython.bint,
+                   converts=cython.bint, single=cython.bint)
+    cpdef object _rank(self, str account, str asset, str symbol)
+    @cython.locals(c=Clearing, holders=dict, balances=object, multi=set, positions=dict, simple=cython.bint,
+                   keys=list, pos=Position)
+    cpdef list _approximate(self, str symbol, str asset, bint long_parcel)
+    @cython.locals(approx=list, order=list, stale=dict, n0=Py_ssize_t, p=Py_ssize_t, q=Py_ssize_t, end=Py_ssize_t, last=cython.double,
+                   x=cython.double)
+    cpdef bint _grow(self, list cached, str asset, str symbol) except -1

@@ -105,6 +105,9 @@ R_MODE_SWITCH_BLOCKED = "mode_switch_blocked"  # open positions, open orders or 
 R_NO_DEBT = "no_debt"  # a repay of an asset the account does not owe
 R_NO_PRICE = "no_price"  # a conversion of an asset with no price yet
 R_MULTI_ASSET_INSTRUMENT = "multi_asset_instrument"  # multi-asset mode serves USDT-M and USDC-M only
+INFINITY = float("inf")  # the approximate ADL key of a position that ranks last
+# Approximate ADL keys closer than this (relative) are ranked exactly together (Replay._grow).
+CLUSTER_TOLERANCE = 2.0 ** -40
 
 
 def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
@@ -1023,45 +1026,57 @@ class Replay:
     def _ranked(self, symbol: str, asset: str, long_parcel: bool):
         """Opposite-side user positions in `symbol`, best-ranked first (exact, ties by
         account id), as (account, rank). Ranking every holder per ADL would make a crash
-        cost (liquidations x holders); instead the full ranking is built once per mark and
+        cost (liquidations x holders); instead the ranking is built once per mark and
         side, and each later ADL re-ranks only the accounts whose balance or position
         changed since (the ledger's change log, cleared at every mark), merging the two
         orders. The re-ranked accounts keep their ranks from one ADL to the next within the
         mark (a later change logs the account again), so each ADL ranks only what changed
         since the previous one. A rank depends only on the marks, the account's balance and
-        positions."""
+        positions.
+
+        The ranking of a mark is exact but lazy (_approximate, _grow): holders are sorted
+        by a float approximation of their rank, and exact ranks are computed only for the
+        prefix an ADL walks, a cluster at a time. With adl_cache off (tests), every ADL
+        ranks every holder exactly, the reference the cached path is held to."""
         c = self.clearing
         holders = c.holders[symbol]
         changed = c.ledger.changed
         key = (symbol, long_parcel)
         cached = self._adl_cache.get(key) if self._use_adl_cache else None
         if cached is None or cached[0] != self._mark_version:
-            order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders
-                                if _adl_candidate(holders, a, long_parcel)])
-            # [mark version, log position ranked up to, full order, re-ranked accounts
-            # (-> still a candidate), their order, then their keyed entries (rank_keys)]
-            cached = self._adl_cache[key] = [self._mark_version, len(changed), order, {}, []]
+            # [mark version, log position ranked up to, exact order so far, re-ranked
+            # accounts (-> still a candidate), their order, their keyed entries
+            # (rank_keys), approximate order still to rank (_approximate), its position]
+            if self._use_adl_cache:
+                cached = [self._mark_version, len(changed), [], {}, [], [],
+                          self._approximate(symbol, asset, long_parcel), 0]
+            else:
+                order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders
+                                    if _adl_candidate(holders, a, long_parcel)])
+                cached = [self._mark_version, len(changed), order, {}, [], [], [], 0]
+            self._adl_cache[key] = cached
         _, seen, order, reranked, fresh = cached[:5]
         if seen < len(changed):
             batch = sorted(set(changed[seen:]))
             for a in batch:
                 reranked[a] = _adl_candidate(holders, a, long_parcel)
             gone = set(batch)
-            keyed = [e for e in cached[5] if e[1][0] not in gone] if len(cached) > 5 else []
+            keyed = [e for e in cached[5] if e[1][0] not in gone]
             keyed += rank_keys([(a, self._rank(a, asset, symbol)) for a in batch if reranked[a]])
             fresh = cached[4] = order_keyed(keyed)
-            cached[5:] = [keyed]
+            cached[5] = keyed
             cached[1] = len(changed)
         stale = reranked
         i = j = 0
         while True:
-            while i < len(order) and order[i][0] in stale:
+            while (i < len(order) or self._grow(cached, asset, symbol)) and order[i][0] in stale:
                 i += 1
-            if i == len(order) and j == len(fresh):
+            more = i < len(order) or self._grow(cached, asset, symbol)
+            if not more and j == len(fresh):
                 return
             if j == len(fresh):
                 pick, i = order[i], i + 1
-            elif i == len(order):
+            elif not more:
                 pick, j = fresh[j], j + 1
             else:
                 a, b = order[i], fresh[j]
@@ -1072,6 +1087,86 @@ class Replay:
                     pick, j = b, j + 1
             if _adl_candidate(holders, pick[0], long_parcel):
                 yield pick
+
+    def _approximate(self, symbol: str, asset: str, long_parcel: bool) -> list[tuple[float, str]]:
+        """The ADL candidates of `symbol` against a parcel, as (key, account) sorted by key:
+        key = -(rank as a float), or +inf for a position that ranks last (rank None).
+
+        A one-position single-asset account under bitmex ranking (nearly every holder) is
+        approximated from exact integers: gain = its unrealised PnL, N = its mark notional,
+        share = its balance + gain, and rank = gain x N / (cost x share) when gain > 0, else
+        gain x share / (cost x N), each integer rounded once to a float, two products and
+        a quotient: relative error under 8 x 2^-53. Whether it ranks last (share <= 0 or
+        cost 0) is decided exactly. Any other account (more positions, multi-asset, binance
+        ranking, a zero mark) is ranked exactly and its key is that fraction rounded once.
+        _grow turns this into the exact order."""
+        c = self.clearing
+        holders = c.holders[symbol]
+        mark = c.marks.get(symbol)
+        k = c.symbols[symbol].k
+        balances = c.ledger.balances
+        multi = c.multi
+        positions = c.positions
+        simple = self.liquidation.ranking == "bitmex" and mark is not None and mark != 0
+        keys = []
+        for a in holders:
+            if not _adl_candidate(holders, a, long_parcel):
+                continue
+            if simple and a not in multi and len(positions[a]) == 1:
+                pos = holders[a]
+                cost = pos.cost
+                n = abs(pos.qty) * mark * k
+                gain = n - cost if pos.qty > 0 else cost - n
+                share = balances.get((a, asset), 0) + gain
+                if share <= 0 or cost == 0:
+                    keys.append((INFINITY, a))
+                elif gain > 0:
+                    keys.append((-(float(gain) * float(n)) / (float(cost) * float(share)), a))
+                else:
+                    keys.append((-(float(gain) * float(share)) / (float(cost) * float(n)), a))
+            else:
+                rank = self._rank(a, asset, symbol)
+                keys.append((INFINITY, a) if rank is None else (-(rank[0] / rank[1]), a))
+        keys.sort()
+        return keys
+
+    def _grow(self, cached: list, asset: str, symbol: str) -> bool:
+        """Extend the exact order (cached[2]) by the next cluster of the approximate one
+        (cached[6] from cached[7]) that adds an account; False when nothing is left. A
+        cluster is a run of keys each within CLUSTER_TOLERANCE x (|x| + |y|) of the one
+        before: two keys x < y further apart than that have true values in the same order
+        (each is within 8 x 2^-53 of its own magnitude, far inside the tolerance), so every
+        account before a gap ranks strictly better than every account after it, and exact
+        ranking within each cluster (rank_order: exact fractions, ties by id) gives the
+        exact order. The last-ranked keys (+inf) form one cluster, ordered by id.
+
+        Accounts re-ranked since the approximation (cached[3]) are left out: _ranked skips
+        them anyway, and they may no longer hold the position. Every other account is as
+        it was then (only _ranked's own picks change during a walk, and those come from
+        the exact prefix or the re-ranked), so its rank now is its rank then."""
+        approx = cached[6]
+        order = cached[2]
+        stale = cached[3]
+        n0 = len(order)
+        end = len(approx)
+        p = cached[7]
+        while p < end and len(order) == n0:
+            q = p + 1
+            last = approx[p][0]
+            if last == INFINITY:
+                q = end
+            else:
+                while q < end:
+                    x = approx[q][0]
+                    if x == INFINITY or x - last > CLUSTER_TOLERANCE * (abs(x) + abs(last)):
+                        break
+                    last = x
+                    q += 1
+            order += rank_order([(a, self._rank(a, asset, symbol)) for _, a in approx[p:q]
+                                 if a not in stale])
+            p = q
+        cached[7] = p
+        return len(order) > n0
 
     def _adl_capacity(self, account: str, parcel: Parcel, most: int) -> int:
         """The lots (<= `most`) `account` can take from `parcel` by ADL without its equity
