@@ -280,6 +280,16 @@ def _depth_interval(events: list[tuple]) -> int:
     return max(1, (times[-1] - times[0]) // DEPTH_SAMPLES // second) * second
 
 
+def liquidation_rules(manifest: Manifest, rules: RuleSet) -> LiquidationRules:
+    """The replay's liquidation settings from the effective rules and the instruments."""
+    return LiquidationRules(
+        execution=rules.execution, band=rules.band, fee=rules.liquidation_fee,
+        fund_floor=rules.fund_floor, ranking=rules.adl_ranking,
+        max_takeover=rules.max_takeover, adl_fees=rules.adl_fees,
+        price_step={s: i.price_step for s, i in manifest.instruments.items()},
+        one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
+
+
 def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                progress: Callable[[int, int, int], None] | None = None, adl_cache: bool = True) -> dict:
     """Replay `dataset` into run folder `out`; return the summary. `rules_file` overrides
@@ -323,12 +333,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
         total += rows
     else:
         matcher = Matcher(manifest.matcher_rules())
-    liquidation = LiquidationRules(
-        execution=rules.execution, band=rules.band, fee=rules.liquidation_fee,
-        fund_floor=rules.fund_floor, ranking=rules.adl_ranking,
-        max_takeover=rules.max_takeover, adl_fees=rules.adl_fees,
-        price_step={s: i.price_step for s, i in manifest.instruments.items()},
-        one_unit={a: int(1 / x.minor_unit) for a, x in manifest.assets.items()})
+    liquidation = liquidation_rules(manifest, rules)
     factors = {s: i.notional_factor for s, i in manifest.instruments.items()}
     with staged_folder(out) as stage:
         writer = MatchOutputWriter(stage, factors, clearing=True)
