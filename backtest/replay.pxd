@@ -14,7 +14,7 @@ from clearing.watch cimport MarginWatch
 from clearing.settlement cimport Clearing, SymbolSpec, is_exchange_account
 from clearing.pretrade cimport check_order_parts, order_requirement
 from clearing.margin cimport MarginTiers
-from clearing.liquidation cimport better, binance_rank, bitmex_rank, order_keyed, rank_keys, rank_order
+from clearing.liquidation cimport better, binance_rank, bitmex_rank, rank_order
 
 
 
@@ -110,6 +110,6 @@ cdef class Replay:
     @cython.locals(c=Clearing, holders=dict, balances=object, multi=set, positions=dict, simple=cython.bint,
                    keys=list, pos=Position)
     cpdef list _approximate(self, str symbol, str asset, bint long_parcel)
-    @cython.locals(approx=list, order=list, stale=dict, n0=Py_ssize_t, p=Py_ssize_t, q=Py_ssize_t, end=Py_ssize_t, last=cython.double,
-                   x=cython.double)
-    cpdef bint _grow(self, list cached, str asset, str symbol) except -1
+    @cython.locals(approx=list, order=list, stale=dict, n0=Py_ssize_t, p=Py_ssize_t, q=Py_ssize_t,
+                   end=Py_ssize_t, last=cython.double, x=cython.double)
+    cpdef bint _grow(self, object state, str asset, str symbol) except -1

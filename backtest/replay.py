@@ -43,8 +43,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from sortedcontainers import SortedList
+
 from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, better, binance_rank,
-                                  bitmex_rank, equity_shares, order_keyed, rank_keys, rank_order,
+                                  bitmex_rank, equity_shares, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, OrderIntent, check_order, check_order_parts, order_requirement
@@ -118,6 +120,31 @@ def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
     return pos is not None and (pos.qty > 0) != long_parcel and not is_exchange_account(account)
 
 
+class AdlRanking:
+    """One (symbol, side)'s ADL ranking within one mark (Replay._ranked)."""
+
+    __slots__ = ("version", "seen", "order", "approx", "position", "start", "reranked", "fresh", "entries")
+
+    def __init__(self, version: int, seen: int, order: list, approx: list) -> None:
+        self.version = version  # the replay's _mark_version it belongs to
+        self.seen = seen  # the ledger change-log position re-ranked up to
+        self.order = order  # (account, exact rank) best first: the ranking at the mark, so far
+        self.approx = approx  # (approximate key, account) sorted: what _grow has yet to rank
+        self.position = 0  # approx[:position] is in `order`
+        self.start = 0  # order[:start] is all re-ranked (skipped)
+        self.reranked: dict[str, bool] = {}  # re-ranked accounts -> still a candidate
+        self.fresh = SortedList()  # _fresh_entry of each re-ranked candidate, best first
+        self.entries: dict[str, tuple] = {}  # account -> its entry in `fresh`
+
+
+def _fresh_entry(account: str, rank: tuple[int, int] | None) -> tuple:
+    """A SortedList entry ordering (account, rank) pairs as rank_order does: exact ranks
+    best first (a Fraction compares exactly), ranked before unranked, ties by account id.
+    The key is unique (it holds the id), so the pair itself is never compared."""
+    key = (True, 0, account) if rank is None else (False, -Fraction(rank[0], rank[1]), account)
+    return key, (account, rank)
+
+
 def _valued(k: int, mark: int | None, k_factor: int, pos, held: int) -> int:
     """What k of a position's `held` lots count for in its equity now: their mark notional,
     or before the first mark their entry cost (as clearing values them)."""
@@ -185,7 +212,7 @@ class Replay:
         # ADL rank cache (see _ranked): ranks hold until the next mark, except for the
         # accounts whose balance or position changed since (the ledger's change log).
         self._mark_version = 0
-        self._adl_cache: dict[tuple[str, bool], list] = {}
+        self._adl_cache: dict[tuple[str, bool], AdlRanking] = {}
         self._use_adl_cache = adl_cache  # False: rank every holder at every ADL (tests)
         self.liquidated = 0  # liquidation events (an account's pool at a time)
         # Book depth near the touch, sampled at the first mark of a symbol at least
@@ -1027,59 +1054,64 @@ class Replay:
         """Opposite-side user positions in `symbol`, best-ranked first (exact, ties by
         account id), as (account, rank). Ranking every holder per ADL would make a crash
         cost (liquidations x holders); instead the ranking is built once per mark and
-        side, and each later ADL re-ranks only the accounts whose balance or position
-        changed since (the ledger's change log, cleared at every mark), merging the two
-        orders. The re-ranked accounts keep their ranks from one ADL to the next within the
-        mark (a later change logs the account again), so each ADL ranks only what changed
-        since the previous one. A rank depends only on the marks, the account's balance and
-        positions.
+        side (AdlRanking), and each later ADL re-ranks only the accounts whose balance or
+        position changed since (the ledger's change log, cleared at every mark), merging
+        the two orders. The re-ranked accounts keep their ranks from one ADL to the next
+        within the mark (a later change logs the account again), so each ADL ranks only
+        what changed since the previous one. A rank depends only on the marks, the
+        account's balance and positions.
 
         The ranking of a mark is exact but lazy (_approximate, _grow): holders are sorted
         by a float approximation of their rank, and exact ranks are computed only for the
-        prefix an ADL walks, a cluster at a time. With adl_cache off (tests), every ADL
-        ranks every holder exactly, the reference the cached path is held to."""
+        prefix an ADL walks, a cluster at a time. The re-ranked accounts are kept sorted
+        as they change (a SortedList keyed by the exact rank), not re-sorted at every ADL.
+        With adl_cache off (tests), every ADL ranks every holder exactly, the reference the
+        cached path is held to."""
         c = self.clearing
         holders = c.holders[symbol]
         changed = c.ledger.changed
         key = (symbol, long_parcel)
-        cached = self._adl_cache.get(key) if self._use_adl_cache else None
-        if cached is None or cached[0] != self._mark_version:
-            # [mark version, log position ranked up to, exact order so far, re-ranked
-            # accounts (-> still a candidate), their order, their keyed entries
-            # (rank_keys), approximate order still to rank (_approximate), its position]
+        state = self._adl_cache.get(key) if self._use_adl_cache else None
+        if state is None or state.version != self._mark_version:
             if self._use_adl_cache:
-                cached = [self._mark_version, len(changed), [], {}, [], [],
-                          self._approximate(symbol, asset, long_parcel), 0]
+                state = AdlRanking(self._mark_version, len(changed), [],
+                                   self._approximate(symbol, asset, long_parcel))
             else:
-                order = rank_order([(a, self._rank(a, asset, symbol)) for a in holders
-                                    if _adl_candidate(holders, a, long_parcel)])
-                cached = [self._mark_version, len(changed), order, {}, [], [], [], 0]
-            self._adl_cache[key] = cached
-        _, seen, order, reranked, fresh = cached[:5]
-        if seen < len(changed):
-            batch = sorted(set(changed[seen:]))
-            for a in batch:
-                reranked[a] = _adl_candidate(holders, a, long_parcel)
-            gone = set(batch)
-            keyed = [e for e in cached[5] if e[1][0] not in gone]
-            keyed += rank_keys([(a, self._rank(a, asset, symbol)) for a in batch if reranked[a]])
-            fresh = cached[4] = order_keyed(keyed)
-            cached[5] = keyed
-            cached[1] = len(changed)
-        stale = reranked
-        i = j = 0
+                state = AdlRanking(self._mark_version, len(changed),
+                                   rank_order([(a, self._rank(a, asset, symbol)) for a in holders
+                                               if _adl_candidate(holders, a, long_parcel)]), [])
+            self._adl_cache[key] = state
+        order, stale, fresh = state.order, state.reranked, state.fresh
+        if state.seen < len(changed):
+            entries = state.entries
+            for a in sorted(set(changed[state.seen:])):
+                old = entries.pop(a, None)
+                if old is not None:
+                    fresh.remove(old)
+                stale[a] = candidate = _adl_candidate(holders, a, long_parcel)
+                if candidate:
+                    entries[a] = entry = _fresh_entry(a, self._rank(a, asset, symbol))
+                    fresh.add(entry)
+            state.seen = len(changed)
+        # The order's accounts before `start` were all re-ranked (stale) when last walked,
+        # and stay so within the mark: start there.
+        i = state.start
+        while (i < len(order) or self._grow(state, asset, symbol)) and order[i][0] in stale:
+            i += 1
+        state.start = i
+        j = 0
         while True:
-            while (i < len(order) or self._grow(cached, asset, symbol)) and order[i][0] in stale:
+            while (i < len(order) or self._grow(state, asset, symbol)) and order[i][0] in stale:
                 i += 1
-            more = i < len(order) or self._grow(cached, asset, symbol)
+            more = i < len(order)
             if not more and j == len(fresh):
                 return
             if j == len(fresh):
                 pick, i = order[i], i + 1
             elif not more:
-                pick, j = fresh[j], j + 1
+                pick, j = fresh[j][1], j + 1
             else:
-                a, b = order[i], fresh[j]
+                a, b = order[i], fresh[j][1]
                 first = better(a[1], b[1]) or (not better(b[1], a[1]) and a[0] < b[0])
                 if first:
                     pick, i = a, i + 1
@@ -1130,26 +1162,26 @@ class Replay:
         keys.sort()
         return keys
 
-    def _grow(self, cached: list, asset: str, symbol: str) -> bool:
-        """Extend the exact order (cached[2]) by the next cluster of the approximate one
-        (cached[6] from cached[7]) that adds an account; False when nothing is left. A
-        cluster is a run of keys each within CLUSTER_TOLERANCE x (|x| + |y|) of the one
-        before: two keys x < y further apart than that have true values in the same order
-        (each is within 8 x 2^-53 of its own magnitude, far inside the tolerance), so every
-        account before a gap ranks strictly better than every account after it, and exact
-        ranking within each cluster (rank_order: exact fractions, ties by id) gives the
-        exact order. The last-ranked keys (+inf) form one cluster, ordered by id.
+    def _grow(self, state: AdlRanking, asset: str, symbol: str) -> bool:
+        """Extend the exact order (state.order) by the next cluster of the approximate one
+        (state.approx from state.position) that adds an account; False when nothing is
+        left. A cluster is a run of keys each within CLUSTER_TOLERANCE x (|x| + |y|) of the
+        one before: two keys x < y further apart than that have true values in the same
+        order (each is within 8 x 2^-53 of its own magnitude, far inside the tolerance), so
+        every account before a gap ranks strictly better than every account after it, and
+        exact ranking within each cluster (rank_order: exact fractions, ties by id) gives
+        the exact order. The last-ranked keys (+inf) form one cluster, ordered by id.
 
-        Accounts re-ranked since the approximation (cached[3]) are left out: _ranked skips
-        them anyway, and they may no longer hold the position. Every other account is as
-        it was then (only _ranked's own picks change during a walk, and those come from
-        the exact prefix or the re-ranked), so its rank now is its rank then."""
-        approx = cached[6]
-        order = cached[2]
-        stale = cached[3]
+        Accounts re-ranked since the approximation (state.reranked) are left out: _ranked
+        skips them anyway, and they may no longer hold the position. Every other account
+        is as it was then (only _ranked's own picks change during a walk, and those come
+        from the exact prefix or the re-ranked), so its rank now is its rank then."""
+        approx = state.approx
+        order = state.order
+        stale = state.reranked
         n0 = len(order)
         end = len(approx)
-        p = cached[7]
+        p = state.position
         while p < end and len(order) == n0:
             q = p + 1
             last = approx[p][0]
@@ -1165,7 +1197,7 @@ class Replay:
             order += rank_order([(a, self._rank(a, asset, symbol)) for _, a in approx[p:q]
                                  if a not in stale])
             p = q
-        cached[7] = p
+        state.position = p
         return len(order) > n0
 
     def _adl_capacity(self, account: str, parcel: Parcel, most: int) -> int:
