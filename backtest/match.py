@@ -68,7 +68,7 @@ def run_match(
             "resting_orders": len(matcher.orders),
         }
         summary.update(_event_counts(stage))
-        write_summary(stage, summary)
+        summary = write_summary(stage, summary)  # with every table's rows and hash
     return summary
 
 

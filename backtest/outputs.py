@@ -381,12 +381,13 @@ def write_book_final(matcher: Matcher, path: Path) -> int:
     return len(cols[0])
 
 
-def write_summary(folder: Path, summary: dict) -> None:
+def write_summary(folder: Path, summary: dict) -> dict:
     """Add the content hash and row count of every Parquet table, then write summary.json
-    (sorted keys, so the file is byte-identical for identical runs)."""
+    (sorted keys, so the file is byte-identical for identical runs); return what it wrote."""
     tables = {}
     for path in sorted(folder.glob("*.parquet")):
         tables[path.stem] = {"rows": pq.ParquetFile(path).metadata.num_rows,
                              "sha256": file_sha256(path)}
     summary = dict(summary, tables=tables)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

@@ -110,6 +110,9 @@ R_MULTI_ASSET_INSTRUMENT = "multi_asset_instrument"  # multi-asset mode serves U
 INFINITY = float("inf")  # the approximate ADL key of a position that ranks last
 # Approximate ADL keys closer than this (relative) are ranked exactly together (Replay._grow).
 CLUSTER_TOLERANCE = 2.0 ** -40
+# Integers above this are ranked exactly, not approximated: a product of two such floats
+# could overflow (2^1024), and the quotient of two infinities is nan.
+APPROXIMABLE = 1 << 500
 
 
 def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
@@ -1130,7 +1133,8 @@ class Replay:
         gain x share / (cost x N), each integer rounded once to a float, two products and
         a quotient: relative error under 8 x 2^-53. Whether it ranks last (share <= 0 or
         cost 0) is decided exactly. Any other account (more positions, multi-asset, binance
-        ranking, a zero mark) is ranked exactly and its key is that fraction rounded once.
+        ranking, a zero mark, an amount beyond 2^500) is ranked exactly and its key is that
+        fraction rounded once (int / int rounds correctly).
         _grow turns this into the exact order."""
         c = self.clearing
         holders = c.holders[symbol]
@@ -1152,6 +1156,9 @@ class Replay:
                 share = balances.get((a, asset), 0) + gain
                 if share <= 0 or cost == 0:
                     keys.append((INFINITY, a))
+                elif n > APPROXIMABLE or cost > APPROXIMABLE or share > APPROXIMABLE:
+                    rank = self._rank(a, asset, symbol)  # floats could overflow: exact
+                    keys.append((-(rank[0] / rank[1]), a))
                 elif gain > 0:
                     keys.append((-(float(gain) * float(n)) / (float(cost) * float(share)), a))
                 else:

@@ -401,7 +401,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                       **({"queue_model": rules.queue_model} if market_mode else {})},
         }
         summary.update(_event_counts(stage))
-        write_summary(stage, summary)
+        summary = write_summary(stage, summary)  # with every table's rows and hash
         write_report(stage, dataset)
     return summary
 
