@@ -98,8 +98,10 @@ cdef class Replay:
     @cython.locals(ids=list, aggregate=dict, resting=dict, live=list, spec=SymbolSpec,
                    symbols=dict, marks=dict, entry=tuple)
     cpdef object _orders_margin(self, str account, str asset)
-    @cython.locals(c=Clearing, held=dict, balances=object, settles=set)
+    @cython.locals(c=Clearing, held=dict, balances=object)
     cpdef _cover_deficit(self, object ts, str account)
+    @cython.locals(symbols=dict)
+    cpdef bint _holds_in(self, dict held, str asset) except -1
     cpdef _mark(self, object ts, str symbol, object mark)
     @cython.locals(out=list, pending=list, touched=set, due=list, pools=dict, watch=MarginWatch)
     cpdef _check(self, object ts, object accounts, str trigger)

@@ -769,18 +769,23 @@ class Replay:
             return
         held = c.positions.get(account, {})
         balances = c.ledger.balances
-        settles = set()  # settlement assets of its positions (no generator: cpdef)
-        for symbol in held:
-            settles.add(c.symbols[symbol].settle)
         for asset in self._settle_assets:
             balance = balances.get((account, asset), 0)
-            if balance >= 0 or asset in settles:
+            if balance >= 0 or self._holds_in(held, asset):
                 continue
             n0 = len(self.out)
             reference = f"bankruptcy:{account}"
             c.ledger.post(ts, account, asset, -balance, "insurance", reference)
             c.fund_post(ts, asset, balance, "insurance", reference, "bankruptcy", None)
             self.seq += len(self.out) - n0
+
+    def _holds_in(self, held: dict, asset: str) -> bool:
+        """Whether any of the positions `held` (symbol -> Position) settles in `asset`."""
+        symbols = self.clearing.symbols
+        for symbol in held:
+            if symbols[symbol].settle == asset:
+                return True
+        return False
 
     def _mark(self, ts: int, symbol: str, mark: int) -> None:
         """A mark update: the fund's open parcels in the symbol are worked again (takeover
