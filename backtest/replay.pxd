@@ -112,6 +112,6 @@ cdef class Replay:
     @cython.locals(c=Clearing, holders=dict, balances=object, multi=set, positions=dict, simple=cython.bint,
                    keys=list, pos=Position)
     cpdef list _approximate(self, str symbol, str asset, bint long_parcel)
-    @cython.locals(approx=list, order=list, stale=dict, n0=Py_ssize_t, p=Py_ssize_t, q=Py_ssize_t,
-                   end=Py_ssize_t, last=cython.double, x=cython.double)
+    @cython.locals(approx=list, order=list, stale=dict, n0=Py_ssize_t, cluster=list, first=tuple,
+                   last=cython.double, x=cython.double)
     cpdef bint _grow(self, object state, str asset, str symbol) except -1

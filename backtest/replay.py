@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from heapq import heapify, heappop
 
 from sortedcontainers import SortedList
 
@@ -126,14 +127,13 @@ def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
 class AdlRanking:
     """One (symbol, side)'s ADL ranking within one mark (Replay._ranked)."""
 
-    __slots__ = ("version", "seen", "order", "approx", "position", "start", "reranked", "fresh", "entries")
+    __slots__ = ("version", "seen", "order", "approx", "start", "reranked", "fresh", "entries")
 
     def __init__(self, version: int, seen: int, order: list, approx: list) -> None:
         self.version = version  # the replay's _mark_version it belongs to
         self.seen = seen  # the ledger change-log position re-ranked up to
         self.order = order  # (account, exact rank) best first: the ranking at the mark, so far
-        self.approx = approx  # (approximate key, account) sorted: what _grow has yet to rank
-        self.position = 0  # approx[:position] is in `order`
+        self.approx = approx  # heap of (approximate key, account): what _grow has yet to rank
         self.start = 0  # order[:start] is all re-ranked (skipped)
         self.reranked: dict[str, bool] = {}  # re-ranked accounts -> still a candidate
         self.fresh = SortedList()  # _fresh_entry of each re-ranked candidate, best first
@@ -1129,8 +1129,10 @@ class Replay:
                 yield pick
 
     def _approximate(self, symbol: str, asset: str, long_parcel: bool) -> list[tuple[float, str]]:
-        """The ADL candidates of `symbol` against a parcel, as (key, account) sorted by key:
-        key = -(rank as a float), or +inf for a position that ranks last (rank None).
+        """The ADL candidates of `symbol` against a parcel, as a heap (heapq) of (key,
+        account): key = -(rank as a float), or +inf for a position that ranks last (rank
+        None). A heap, not a sorted list: an ADL usually takes a few accounts of many
+        thousands, and _grow pops only what it walks.
 
         A one-position single-asset account under bitmex ranking (nearly every holder) is
         approximated from exact integers: gain = its unrealised PnL, N = its mark notional,
@@ -1150,11 +1152,10 @@ class Replay:
         positions = c.positions
         simple = self.liquidation.ranking == "bitmex" and mark is not None and mark != 0
         keys = []
-        for a in holders:
-            if not _adl_candidate(holders, a, long_parcel):
-                continue
+        for a, pos in holders.items():
+            if (pos.qty > 0) == long_parcel or is_exchange_account(a):
+                continue  # not a candidate (_adl_candidate)
             if simple and a not in multi and len(positions[a]) == 1:
-                pos = holders[a]
                 cost = pos.cost
                 n = abs(pos.qty) * mark * k
                 gain = n - cost if pos.qty > 0 else cost - n
@@ -1171,12 +1172,12 @@ class Replay:
             else:
                 rank = self._rank(a, asset, symbol)
                 keys.append((INFINITY, a) if rank is None else (-(rank[0] / rank[1]), a))
-        keys.sort()
+        heapify(keys)
         return keys
 
     def _grow(self, state: AdlRanking, asset: str, symbol: str) -> bool:
         """Extend the exact order (state.order) by the next cluster of the approximate one
-        (state.approx from state.position) that adds an account; False when nothing is
+        (popped from the heap state.approx) that adds an account; False when nothing is
         left. A cluster is a run of keys each within CLUSTER_TOLERANCE x (|x| + |y|) of the
         one before: two keys x < y further apart than that have true values in the same
         order (each is within 8 x 2^-53 of its own magnitude, far inside the tolerance), so
@@ -1192,24 +1193,21 @@ class Replay:
         order = state.order
         stale = state.reranked
         n0 = len(order)
-        end = len(approx)
-        p = state.position
-        while p < end and len(order) == n0:
-            q = p + 1
-            last = approx[p][0]
+        while approx and len(order) == n0:
+            first = heappop(approx)
+            cluster = [first]
+            last = first[0]
             if last == INFINITY:
-                q = end
+                cluster += approx  # every key left is +inf
+                approx.clear()
             else:
-                while q < end:
-                    x = approx[q][0]
+                while approx:
+                    x = approx[0][0]
                     if x == INFINITY or x - last > CLUSTER_TOLERANCE * (abs(x) + abs(last)):
                         break
+                    cluster.append(heappop(approx))
                     last = x
-                    q += 1
-            order += rank_order([(a, self._rank(a, asset, symbol)) for _, a in approx[p:q]
-                                 if a not in stale])
-            p = q
-        state.position = p
+            order += rank_order([(a, self._rank(a, asset, symbol)) for _, a in cluster if a not in stale])
         return len(order) > n0
 
     def _adl_capacity(self, account: str, parcel: Parcel, most: int) -> int:
