@@ -20,6 +20,7 @@ from clearing.liquidation cimport better, binance_rank, bitmex_rank, rank_order
 
 @cython.locals(pos=Position)
 cpdef bint _adl_candidate(dict holders, str account, bint long_parcel) except -1
+cpdef bint _opposes(Position pos, str account, bint long_parcel) except -1
 
 
 @cython.final
@@ -115,3 +116,5 @@ cdef class Replay:
     @cython.locals(approx=list, order=list, stale=dict, n0=Py_ssize_t, cluster=list, first=tuple,
                    last=cython.double, x=cython.double)
     cpdef bint _grow(self, object state, str asset, str symbol) except -1
+    @cython.locals(order=list, stale=dict)
+    cpdef Py_ssize_t _past_stale(self, object state, Py_ssize_t i, str asset, str symbol) except -1

@@ -121,7 +121,12 @@ def _adl_candidate(holders: dict, account: str, long_parcel: bool) -> bool:
     not a closure: a closure in the compiled generator would tie its frame into a cycle
     that only the cyclic collector (paused in the replay) frees."""
     pos = holders.get(account)
-    return pos is not None and (pos.qty > 0) != long_parcel and not is_exchange_account(account)
+    return pos is not None and _opposes(pos, account, long_parcel)
+
+
+def _opposes(pos: Position, account: str, long_parcel: bool) -> bool:
+    """`account`'s position `pos` is a user's, on the side opposite a parcel."""
+    return (pos.qty > 0) != long_parcel and not is_exchange_account(account)
 
 
 class AdlRanking:
@@ -1103,14 +1108,10 @@ class Replay:
             state.seen = len(changed)
         # The order's accounts before `start` were all re-ranked (stale) when last walked,
         # and stay so within the mark: start there.
-        i = state.start
-        while (i < len(order) or self._grow(state, asset, symbol)) and order[i][0] in stale:
-            i += 1
-        state.start = i
+        i = state.start = self._past_stale(state, state.start, asset, symbol)
         j = 0
         while True:
-            while (i < len(order) or self._grow(state, asset, symbol)) and order[i][0] in stale:
-                i += 1
+            i = self._past_stale(state, i, asset, symbol)
             more = i < len(order)
             if not more and j == len(fresh):
                 return
@@ -1127,6 +1128,14 @@ class Replay:
                     pick, j = b, j + 1
             if _adl_candidate(holders, pick[0], long_parcel):
                 yield pick
+
+    def _past_stale(self, state: AdlRanking, i: int, asset: str, symbol: str) -> int:
+        """The first index from `i` of the mark's exact order (grown as needed) whose
+        account was not re-ranked since; len(state.order) when none is left."""
+        order, stale = state.order, state.reranked
+        while (i < len(order) or self._grow(state, asset, symbol)) and order[i][0] in stale:
+            i += 1
+        return i
 
     def _approximate(self, symbol: str, asset: str, long_parcel: bool) -> list[tuple[float, str]]:
         """The ADL candidates of `symbol` against a parcel, as a heap (heapq) of (key,
@@ -1153,8 +1162,8 @@ class Replay:
         simple = self.liquidation.ranking == "bitmex" and mark is not None and mark != 0
         keys = []
         for a, pos in holders.items():
-            if (pos.qty > 0) == long_parcel or is_exchange_account(a):
-                continue  # not a candidate (_adl_candidate)
+            if not _opposes(pos, a, long_parcel):
+                continue
             if simple and a not in multi and len(positions[a]) == 1:
                 cost = pos.cost
                 n = abs(pos.qty) * mark * k

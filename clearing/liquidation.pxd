@@ -10,8 +10,5 @@ cpdef tuple binance_rank(object unrealised, object wallet, object maintenance, o
                          object one_unit)
 cpdef bint better(object a, object b) except -1
 cpdef tuple _rank_key(tuple item)
-@cython.locals(item=tuple)
-cpdef list rank_keys(list candidates)
-@cython.locals(i=Py_ssize_t, j=Py_ssize_t, n=Py_ssize_t, result=list, run=list, ranked=list)
-cpdef list order_keyed(list keyed)
+@cython.locals(keyed=list, i=Py_ssize_t, j=Py_ssize_t, result=list, run=list, ranked=list)
 cpdef list rank_order(list candidates)

@@ -255,20 +255,21 @@ def _exact(x: tuple, y: tuple) -> int:
     return -1 if x[0] < y[0] else (1 if x[0] > y[0] else 0)
 
 
-def rank_keys(candidates: list[tuple[str, tuple[int, int] | None]]) -> list[tuple[tuple, tuple]]:
-    """(key, (account, rank)) for order_keyed; keys computed once, so a caller that keeps
-    a ranking can add entries without recomputing the others'."""
-    return [(_rank_key(item), item) for item in candidates]
+def rank_order(candidates: list[tuple[str, tuple[int, int] | None]]) -> list[tuple[str, tuple[int, int] | None]]:
+    """(account, rank) pairs best first, ties by account id, exactly, with no floats: one
+    C-level sort by an integer key, floor(rank x 2^64) (monotone in the rank, so unequal
+    keys are already in the right order), then every run of equal keys re-sorted by
+    exact cross-multiplication.
 
-
-def order_keyed(keyed: list[tuple[tuple, tuple]]) -> list[tuple[str, tuple[int, int] | None]]:
-    """Sort `keyed` (rank_keys' pairs) in place and return the (account, rank) pairs best
-    first, exactly: unequal integer keys are already in rank order; runs of equal keys
-    (ranks within 2^-64 of each other) are re-sorted by exact cross-multiplication, and
-    when no two ranks share a key (checked in C) there is nothing to re-sort."""
+    >>> rank_order([("b", (1, 3)), ("a", None), ("c", (2, 6)), ("d", (1, 2))])
+    [('d', (1, 2)), ('b', (1, 3)), ('c', (2, 6)), ('a', None)]
+    >>> rank_order([("b", (2, 6)), ("a", (1, 3)), ("c", (10**30 + 1, 3 * 10**30))])
+    [('c', (1000000000000000000000000000001, 3000000000000000000000000000000)), ('a', (1, 3)), ('b', (2, 6))]
+    """
+    keyed = [(_rank_key(item), item) for item in candidates]
     keyed.sort()
-    ranked = [k[1] for k, _ in keyed if not k[0]]
-    if len(set(ranked)) == len(ranked):
+    ranked = [key[1] for key, _ in keyed if not key[0]]
+    if len(set(ranked)) == len(ranked):  # no two ranks share a key (checked in C)
         return [item for _, item in keyed]
     result: list[tuple[str, tuple[int, int] | None]] = []
     i = 0
@@ -282,17 +283,3 @@ def order_keyed(keyed: list[tuple[tuple, tuple]]) -> list[tuple[str, tuple[int, 
         result += run
         i = j
     return result
-
-
-def rank_order(candidates: list[tuple[str, tuple[int, int] | None]]) -> list[tuple[str, tuple[int, int] | None]]:
-    """(account, rank) pairs best first, ties by account id, exactly, with no floats: one
-    C-level sort by an integer key, floor(rank x 2^64) (monotone in the rank, so unequal
-    keys are already in the right order), then every run of equal keys re-sorted by
-    exact cross-multiplication.
-
-    >>> rank_order([("b", (1, 3)), ("a", None), ("c", (2, 6)), ("d", (1, 2))])
-    [('d', (1, 2)), ('b', (1, 3)), ('c', (2, 6)), ('a', None)]
-    >>> rank_order([("b", (2, 6)), ("a", (1, 3)), ("c", (10**30 + 1, 3 * 10**30))])
-    [('c', (1000000000000000000000000000001, 3000000000000000000000000000000)), ('a', (1, 3)), ('b', (2, 6))]
-    """
-    return order_keyed(rank_keys(candidates))
