@@ -6,6 +6,11 @@
 - `replay_events_per_s`: `backtest run` end to end (check every table, pre-trade checks,
   match, clear, fund, margin checks, write every table), when the dataset has what
   clearing needs (rules with margin tiers); otherwise null.
+- `replay_loop_msgs_per_s`: the replay loop alone, measured like the matcher: instructions
+  and the other tables loaded before the clock starts, records drained, nothing written
+  (one round: a second one in the same process runs on a fragmented heap). With
+  `matcher_msgs_per_s` it gives what clearing costs the loop, I/O aside:
+  `replay_loop_to_matcher`.
 Without --dataset: a generated realistic stream with clearing tables (2,000 accounts, every
 one holding a position), so all three figures come from the same instructions.
 """
@@ -19,10 +24,12 @@ from pathlib import Path
 
 import matching.engine
 from backtest.match import gc_paused, run_match
-from backtest.run import run_replay
+from backtest.replay import Replay
+from backtest.run import _depth_interval, _load_clearing, _load_events, liquidation_rules, run_replay
 from datasets.generate import write_clearing_dataset
 from datasets.manifest import load_manifest
-from datasets.orders import check_orders, load_orders
+from datasets.orders import check_orders, iter_order_batches, load_orders
+from datasets.rules import load_rules
 from matching import Matcher
 
 
@@ -44,6 +51,42 @@ def matcher_rate(batches: list[tuple[list, ...]], rules: dict, rounds: int) -> l
     return rates
 
 
+def replay_loop(dataset: Path, digest=None) -> tuple[float, float, int, int]:
+    """The replay loop alone over an order-flow dataset: `Replay.orders` per batch, then
+    `Replay.until(None)`, with the orders, events and opening state loaded before the clock
+    starts and the records drained after each batch, never written. Returns (wall seconds,
+    main-thread CPU seconds, records, the last output sequence number); `digest` (a
+    hashlib object), when given, is fed every record's repr outside the clock."""
+    manifest = load_manifest(dataset)
+    rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path),
+                       sorted({i.settle for i in manifest.instruments.values()}), assets=sorted(manifest.assets))
+    batches = list(iter_order_batches(dataset / "orders.parquet", default_stp=manifest.default_stp,
+                                      reduce_only=True))
+    events, _ = _load_events(dataset, manifest, rules)
+    clearing, _ = _load_clearing(dataset, manifest, rules)
+    replay = Replay(Matcher(manifest.matcher_rules()), clearing, events, liquidation_rules(manifest, rules),
+                    depth_every_ns=_depth_interval(events), interest_rates=rules.interest_rates,
+                    conversion_spread=rules.conversion_spread)
+    for account in sorted(clearing.positions):
+        replay.watch.check(account)
+    records = 0
+    wall = cpu = 0.0
+    with gc_paused():  # as backtest run does
+        for batch in [*batches, None]:
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            if batch is None:
+                replay.until(None)
+            else:
+                replay.orders(batch)
+            wall += time.perf_counter() - start
+            cpu += time.thread_time() - start_cpu
+            records += len(replay.out)
+            if digest is not None:
+                digest.update(repr(replay.out).encode())
+            replay.out.clear()
+    return wall, cpu, records, replay.seq
+
+
 def run_bench(dataset: Path | None, *, rounds: int = 3, n: int = 1_000_000, seed: int = 1) -> dict:
     """Measure on `dataset`, or on a generated realistic stream of `n` instructions."""
     with tempfile.TemporaryDirectory(prefix="backtest-bench-") as tmp:
@@ -57,11 +100,12 @@ def run_bench(dataset: Path | None, *, rounds: int = 3, n: int = 1_000_000, seed
         start = time.perf_counter()
         run_match(dataset, Path(tmp) / "match")
         pipeline = messages / (time.perf_counter() - start)
-        replay = None
+        replay = loop = None
         if "margin_tiers" in manifest.rules:
             start = time.perf_counter()
             run_replay(dataset, Path(tmp) / "run")
             replay = round(messages / (time.perf_counter() - start))
+            loop = round(messages / replay_loop(dataset)[0])
     return {
         "dataset": manifest.name,
         "messages": messages,
@@ -72,5 +116,7 @@ def run_bench(dataset: Path | None, *, rounds: int = 3, n: int = 1_000_000, seed
         "replay_events_per_s": replay,
         "replay_to_matcher": None if replay is None else round(replay / statistics.median(rates), 3),
         "replay_to_match_pipeline": None if replay is None else round(replay / pipeline, 3),
+        "replay_loop_msgs_per_s": loop,
+        "replay_loop_to_matcher": None if loop is None else round(loop / statistics.median(rates), 3),
         "matcher_compiled": not matching.engine.__file__.endswith(".py"),
     }

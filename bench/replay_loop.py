@@ -14,52 +14,20 @@ on the shared 2-core machine: compare builds by interleaving their rounds.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from backtest.replay import Replay
-from backtest.run import _depth_interval, _load_clearing, _load_events, liquidation_rules
-from datasets.manifest import load_manifest
-from datasets.orders import iter_order_batches
-from datasets.rules import load_rules
-from matching import Matcher
+from backtest.bench import replay_loop
 
 
 def one_round(dataset: Path) -> tuple[float, int, int, str]:
     """(main-thread CPU seconds of the loop, records, the last output sequence number,
-    sha256 of the records' reprs) for one replay."""
-    manifest = load_manifest(dataset)
-    rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path),
-                       sorted({i.settle for i in manifest.instruments.values()}), assets=sorted(manifest.assets))
-    batches = list(iter_order_batches(dataset / "orders.parquet", default_stp=manifest.default_stp,
-                                      reduce_only=True))
-    events, _ = _load_events(dataset, manifest, rules)
-    clearing, _ = _load_clearing(dataset, manifest, rules)
-    replay = Replay(Matcher(manifest.matcher_rules()), clearing, events, liquidation_rules(manifest, rules),
-                    depth_every_ns=_depth_interval(events), interest_rates=rules.interest_rates,
-                    conversion_spread=rules.conversion_spread)
-    for account in sorted(clearing.positions):
-        replay.watch.check(account)
+    sha256 of the records' reprs) for one replay (backtest/bench.py's `replay_loop`)."""
     digest = hashlib.sha256()
-    records = 0
-    cpu = 0.0
-    gc.disable()  # as backtest run does (gc_paused)
-    for batch in [*batches, None]:
-        start = time.thread_time()
-        if batch is None:
-            replay.until(None)
-        else:
-            replay.orders(batch)
-        cpu += time.thread_time() - start
-        records += len(replay.out)
-        digest.update(repr(replay.out).encode())
-        replay.out.clear()
-    gc.enable()
-    return cpu, records, replay.seq, digest.hexdigest()
+    _, cpu, records, seq = replay_loop(dataset, digest)
+    return cpu, records, seq, digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,6 +165,11 @@ def test_bench_json_reports_the_run_against_the_matcher(dataset, capsys):
     assert result["replay_events_per_s"] > 0
     ratio = result["replay_events_per_s"] / result["matcher_msgs_per_s"]
     assert abs(result["replay_to_matcher"] - ratio) <= 0.001
+    # The loop alone (nothing read or written inside the clock) is faster than the whole
+    # run, and slower than the matcher it contains.
+    assert result["replay_events_per_s"] < result["replay_loop_msgs_per_s"] < result["matcher_msgs_per_s"]
+    loop_ratio = result["replay_loop_msgs_per_s"] / result["matcher_msgs_per_s"]
+    assert abs(result["replay_loop_to_matcher"] - loop_ratio) <= 0.001
 
 
 def test_a_small_crash_day_gives_the_same_bytes_with_and_without_the_adl_rank_cache(tmp_path):
