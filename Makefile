@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Rebuild the compiled matcher whenever its sources change, so tests never run a stale .so.
 STAMP := $(VENV)/.installed
-DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd clearing/*.py clearing/*.pxd) backtest/replay.py backtest/replay.pxd
+DEPS := requirements.txt pyproject.toml setup.py $(wildcard matching/*.py matching/*.pxd clearing/*.py clearing/*.pxd) backtest/replay.py backtest/replay.pxd backtest/split.py backtest/split.pxd
 
 DEMO_DATA := data/crash-day
 DEMO_RUN := runs/crash-day

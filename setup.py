@@ -13,7 +13,7 @@ COMPILED = [
     "matching/book.py", "matching/engine.py",
     "clearing/money.py", "clearing/positions.py", "clearing/margin.py", "clearing/ledger.py",
     "clearing/settlement.py", "clearing/watch.py", "clearing/pretrade.py", "clearing/liquidation.py",
-    "backtest/replay.py",
+    "backtest/replay.py", "backtest/split.py",
 ]
 
 setup(

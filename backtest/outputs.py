@@ -12,8 +12,6 @@ import queue
 import threading
 from collections.abc import Callable
 from functools import partial
-from itertools import repeat
-from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from backtest.split import split_records
 from datasets.folders import file_sha256
 from matching import Matcher
 from matching.market import MarketBook
@@ -277,11 +276,11 @@ class MatchOutputWriter:
     def write_records(self, records: list[tuple]) -> None:
         """Append one drained batch of records (then the caller clears it).
 
-        Columnar, with no per-record Python bytecode: each record's kind becomes a small
-        code (one C-level map), a record's first sequence number is the running sum of
-        record widths (numpy; a fill is three rows, anything else one), and each kind's
-        records are converted to Arrow with one pa.array call to a struct (Arrow's converter
-        walks the tuples in C; no zip(*) transpose, no Python column lists). Everything after
+        Columnar, with no per-record Python bytecode: one compiled pass (backtest/split.py)
+        puts each record in its kind's list with its first sequence number (a fill is three
+        rows, anything else one), and each kind's records are converted to Arrow with one
+        pa.array call to a struct (Arrow's converter walks the tuples in C; no zip(*)
+        transpose, no Python column lists). Everything after
         that (the fills' derived columns and `filled` events, the sort by seq, the cast,
         the write) is Arrow work for the sink thread. Same rows as
         `matching.records.expand`. A fill record cleared by the replay carries three more
@@ -289,27 +288,14 @@ class MatchOutputWriter:
         """
         if not records:
             return
-        n = len(records)
-        codes = np.fromiter(map(self._codes.get, map(itemgetter(0), records), repeat(-1)),
-                            dtype=np.int8, count=n)
-        counts = np.bincount(codes + 1, minlength=len(self._group) + 1)
-        if counts[0]:
-            unknown = {r[0] for r in records} - self._codes.keys()
-            raise ValueError(f"records of unknown kind: {sorted(unknown)}")
-        counts = counts[1:]
-        widths = np.where(codes == _FILLS, 3, 1)
-        ends = np.cumsum(widths)
-        ends += self.seq
-        starts = ends - widths + 1
-        self.seq = int(ends[-1])
-        rows = np.fromiter(records, dtype=object, count=n)
+        lists, group_of, starts, self.seq = split_records(records, self._codes, len(self._group),
+                                                          _FILLS, self.seq)
 
         def group(code: int) -> tuple[list, np.ndarray]:
-            mask = codes == code
-            return rows[mask].tolist(), starts[mask]
+            return lists[code], starts[group_of == code]
 
         for code in range(_SIMPLE, len(self._group)):
-            if counts[code]:
+            if lists[code]:
                 kind = self._group[code]
                 table_name, schema = SIMPLE_TABLES[kind]
                 recs, seq = group(code)
@@ -318,22 +304,22 @@ class MatchOutputWriter:
                 self.rows[table_name] += len(arr)
         fills = fill_seq = None
         parts = []
-        if counts[_FILLS]:
+        if lists[_FILLS]:
             recs, fill_seq = group(_FILLS)
             fills = pa.array(recs, type=CLEARED_FILL_RECORD if len(recs[0]) == 15 else FILL_RECORD)
             parts.append(partial(_fills_table, fills, fill_seq, self._notional(fills)))
-        if counts[_FILL_ROWS]:
+        if lists[_FILL_ROWS]:
             recs, seq = group(_FILL_ROWS)
             parts.append(partial(_fill_rows_table, pa.array(recs, type=FILL_ROW_RECORD), seq))
         if parts:
             self._sink.put(self._fills, partial(_build_fills, parts), FILLS_SCHEMA,
                            sort=len(parts) > 1)
-            self.fill_rows += int(counts[_FILLS] + counts[_FILL_ROWS])
+            self.fill_rows += len(lists[_FILLS]) + len(lists[_FILL_ROWS])
         recs, seq = group(_EVENTS)
         events = pa.array(recs, type=EVENT_RECORD)
         self._sink.put(self._events, partial(_events_table, events, seq, fills, fill_seq),
                        ORDER_EVENTS_SCHEMA, sort=fills is not None)
-        self.event_rows += len(events) + 2 * int(counts[_FILLS])
+        self.event_rows += len(events) + 2 * len(lists[_FILLS])
 
     def _notional(self, fills: pa.StructArray) -> pa.Array:
         """price x qty x K per fill, in int64 (Arrow's checked multiply); when that fails
