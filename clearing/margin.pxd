@@ -14,4 +14,5 @@ cdef class MarginTiers:
     cpdef object tier(self, object notional_minor)
     cpdef object maintenance(self, object notional_minor)
     cpdef object initial(self, object notional_minor)
+    @cython.locals(t=Py_ssize_t)
     cpdef tuple both(self, object notional_minor)

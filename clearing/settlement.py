@@ -487,7 +487,9 @@ class Clearing:
         marks = self.marks
         other = None  # multi-asset: settle asset -> [unrealised, maintenance, initial] to convert
         held = self.positions.get(account)
-        for symbol, pos in (held.items() if held else ()):
+        if held is None:
+            return equity, 0, 0
+        for symbol, pos in held.items():
             spec = symbols[symbol]
             if spec.settle != asset:
                 if not multi:
@@ -604,5 +606,8 @@ class Clearing:
                 + sum(p.qty for p in self.live_parcels[symbol]))
 
 
+_EXCHANGE_ACCOUNTS = frozenset(EXCHANGE_ACCOUNTS)  # a hash lookup, not six string compares
+
+
 def is_exchange_account(account: str) -> bool:
-    return account in EXCHANGE_ACCOUNTS
+    return account in _EXCHANGE_ACCOUNTS

@@ -48,12 +48,13 @@ class MarginWatch:
         self.low: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
         self.high: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
         self.version: dict[str, int] = {}
-        # Per symbol: the largest mmr of its tiers (the slope bound), 0 without tiers.
         # (pool asset, equity, initial margin) of each pool the last `check` computed, or
         # None when it computed none (the replay keeps them for its pre-trade check).
         self.last: list[tuple[str, int, int]] | None = None
-        self._mmr_max = {s: (max(spec.tiers.mmr) if spec.tiers is not None else 0)
-                         for s, spec in clearing.symbols.items()}
+        # Per symbol: K x (1e8 + mmr_max), mmr_max the largest mmr of its tiers (the slope
+        # bound; 0 without tiers): a lot's bound on equity plus maintenance per tick x 1e8.
+        self._per_lot_tick = {s: spec.k * (SCALE + (max(spec.tiers.mmr) if spec.tiers is not None else 0))
+                              for s, spec in clearing.symbols.items()}
 
     def check(self, account: str) -> list[tuple[str, AccountMargin]]:
         """Check `account` exactly at the current marks; re-arm its safe ranges; return the
@@ -104,7 +105,8 @@ class MarginWatch:
                 if mark is None or budget < 0:
                     lo, hi = EMPTY_LOW, -1
                 else:
-                    per_tick = n * abs(held[symbol].qty) * c.symbols[symbol].k * (SCALE + self._mmr_max[symbol])
+                    pos = held[symbol]
+                    per_tick = n * abs(pos.qty) * self._per_lot_tick[symbol]
                     rate = None if rates is None else rates.get(symbol)
                     d = budget // per_tick if rate is None else budget * rate[1] // (per_tick * rate[0])
                     lo, hi = mark - d, mark + d
