@@ -775,8 +775,12 @@ class Replay:
         held = c.positions.get(account, {})
         balances = c.ledger.balances
         for asset in self._settle_assets:
+            # A position in the asset rules it out first: after a fill the account usually
+            # holds one, and that test is cheaper than the balance's lookup.
+            if self._holds_in(held, asset):
+                continue
             balance = balances.get((account, asset), 0)
-            if balance >= 0 or self._holds_in(held, asset):
+            if balance >= 0:
                 continue
             n0 = len(self.out)
             reference = f"bankruptcy:{account}"
