@@ -773,13 +773,12 @@ class Replay:
         if is_exchange_account(account) or account in c.multi:
             return
         held = c.positions.get(account, {})
-        balances = c.ledger.balances
         for asset in self._settle_assets:
             # A position in the asset rules it out first: after a fill the account usually
             # holds one, and that test is cheaper than the balance's lookup.
             if self._holds_in(held, asset):
                 continue
-            balance = balances.get((account, asset), 0)
+            balance = c.ledger.balance(account, asset)
             if balance >= 0:
                 continue
             n0 = len(self.out)

@@ -481,7 +481,7 @@ class Clearing:
         initial margin per settlement asset, converted once per asset at its price: the PnL
         rounded down, the margins up (to_valuation). O(the account's positions and assets)."""
         multi = account in self.multi
-        equity = self.effective_margin(account) if multi else self.ledger.balances.get((account, asset), 0)
+        equity = self.effective_margin(account) if multi else self.ledger.balance(account, asset)
         maintenance = initial = 0
         symbols = self.symbols
         marks = self.marks
