@@ -99,7 +99,7 @@ cdef class Replay:
     @cython.locals(ids=list, aggregate=dict, resting=dict, live=list, spec=SymbolSpec,
                    symbols=dict, marks=dict, entry=tuple)
     cpdef object _orders_margin(self, str account, str asset)
-    @cython.locals(c=Clearing, held=dict, balances=object)
+    @cython.locals(c=Clearing, held=dict)
     cpdef _cover_deficit(self, object ts, str account)
     @cython.locals(symbols=dict)
     cpdef bint _holds_in(self, dict held, str asset) except -1

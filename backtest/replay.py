@@ -773,10 +773,13 @@ class Replay:
         if is_exchange_account(account) or account in c.multi:
             return
         held = c.positions.get(account, {})
-        balances = c.ledger.balances
         for asset in self._settle_assets:
-            balance = balances.get((account, asset), 0)
-            if balance >= 0 or self._holds_in(held, asset):
+            # A position in the asset rules it out first: after a fill the account usually
+            # holds one, and that test is cheaper than the balance's lookup.
+            if self._holds_in(held, asset):
+                continue
+            balance = c.ledger.balance(account, asset)
+            if balance >= 0:
                 continue
             n0 = len(self.out)
             reference = f"bankruptcy:{account}"

@@ -11,5 +11,6 @@ cdef class Ledger:
     cdef public list changed
 
     cpdef post(self, object ts, str account, str asset, object amount, str kind, str reference)
+    cpdef object balance(self, str account, str asset)
     cpdef transfer(self, object ts, str payer, str payee, str asset, object amount, str kind,
                    str reference)

@@ -10,8 +10,15 @@ cdef class MarginTiers:
     cdef readonly tuple mmr
     cdef readonly tuple amounts
     cdef readonly tuple max_leverage
+    cdef readonly tuple _fits
 
     cpdef object tier(self, object notional_minor)
     cpdef object maintenance(self, object notional_minor)
     cpdef object initial(self, object notional_minor)
+    @cython.locals(t=Py_ssize_t)
     cpdef tuple both(self, object notional_minor)
+
+
+# Every argument and product in C: callers guarantee they fit (MarginTiers._fits).
+cpdef tuple _both_fitting(long long notional, long long mmr, long long amount, long long leverage,
+                          long long scale)

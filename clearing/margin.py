@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from clearing.money import SCALE, div_ceil
 
 
+_INT64_MAX = (1 << 63) - 1  # the largest signed 64-bit integer (MarginTiers._fits)
+
+
 class TierError(ValueError):
     """A margin tier table that breaks a rule; the message names the tier."""
 
@@ -23,7 +26,7 @@ class MarginTiers:
     a plain class rather than a frozen dataclass so that, compiled, it is an extension type
     (margin.pxd) whose lookups the replay calls in C."""
 
-    __slots__ = ("floors", "mmr", "amounts", "max_leverage")
+    __slots__ = ("floors", "mmr", "amounts", "max_leverage", "_fits")
 
     def __init__(self, floors: tuple[int, ...], mmr: tuple[int, ...], amounts: tuple[int, ...],
                  max_leverage: tuple[int, ...]) -> None:
@@ -31,6 +34,12 @@ class MarginTiers:
         self.mmr = mmr  # over SCALE
         self.amounts = amounts  # minor units
         self.max_leverage = max_leverage  # per tier, >= 1
+        # Per tier: the largest notional for which `both` may use _both_fitting (notional x
+        # mmr and the leverage fit in a signed 64-bit integer, the amount in half of one),
+        # -1 for none. Derived from the fields above, so not part of the value (__eq__).
+        self._fits = tuple(-1 if abs(a) > _INT64_MAX // 2 or abs(lev) > _INT64_MAX
+                           else _INT64_MAX // max(abs(m), 1)
+                           for m, a, lev in zip(mmr, amounts, max_leverage))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MarginTiers):
@@ -101,8 +110,21 @@ class MarginTiers:
         """(maintenance, initial) of one position: one tier lookup for the two figures the
         replay needs after every fill and before every order."""
         t = bisect_right(self.floors, notional_minor) - 1
+        if 0 <= notional_minor <= self._fits[t]:
+            return _both_fitting(notional_minor, self.mmr[t], self.amounts[t], self.max_leverage[t], SCALE)
         return (-((self.amounts[t] * SCALE - notional_minor * self.mmr[t]) // SCALE),
                 -(-notional_minor // self.max_leverage[t]))
+
+
+def _both_fitting(notional: int, mmr: int, amount: int, leverage: int, scale: int) -> tuple[int, int]:
+    """MarginTiers.both in one tier when 0 <= notional <= the tier's _fits: notional x mmr
+    and the leverage fit in a signed 64-bit integer, the amount in half of one (so the
+    difference does too), and `scale` is SCALE. Compiled (margin.pxd), all of it is C
+    arithmetic, with Python's floor division (cdivision off) and nothing that can overflow.
+    The maintenance is ceil(notional x mmr / scale) - amount, which equals both's
+    -floor((amount x scale - notional x mmr) / scale) (amount x scale is a multiple of
+    scale) without the product amount x scale that may not fit."""
+    return -(-(notional * mmr) // scale) - amount, -(-notional // leverage)
 
 
 @dataclass(frozen=True)

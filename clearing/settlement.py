@@ -481,13 +481,15 @@ class Clearing:
         initial margin per settlement asset, converted once per asset at its price: the PnL
         rounded down, the margins up (to_valuation). O(the account's positions and assets)."""
         multi = account in self.multi
-        equity = self.effective_margin(account) if multi else self.ledger.balances.get((account, asset), 0)
+        equity = self.effective_margin(account) if multi else self.ledger.balance(account, asset)
         maintenance = initial = 0
         symbols = self.symbols
         marks = self.marks
         other = None  # multi-asset: settle asset -> [unrealised, maintenance, initial] to convert
         held = self.positions.get(account)
-        for symbol, pos in (held.items() if held else ()):
+        if held is None:
+            return equity, 0, 0
+        for symbol, pos in held.items():
             spec = symbols[symbol]
             if spec.settle != asset:
                 if not multi:
@@ -604,5 +606,8 @@ class Clearing:
                 + sum(p.qty for p in self.live_parcels[symbol]))
 
 
+_EXCHANGE_ACCOUNTS = frozenset(EXCHANGE_ACCOUNTS)  # a hash lookup, not six string compares
+
+
 def is_exchange_account(account: str) -> bool:
-    return account in EXCHANGE_ACCOUNTS
+    return account in _EXCHANGE_ACCOUNTS

@@ -12,11 +12,15 @@ cdef class MarginWatch:
     cdef public dict high
     cdef public dict version
     cdef public object last
-    cdef public dict _mmr_max
+    cdef public dict _per_lot_tick
 
-    @cython.locals(c=Clearing, version=cython.longlong, held=dict, due=list, last=list, multi=cython.bint,
-                   n=Py_ssize_t, low=list, high=list)
+    @cython.locals(c=Clearing, held=dict, due=list, last=list, multi=cython.bint, spec=SymbolSpec)
     cpdef list check(self, str account)
+    # n stays a Python int: n x |qty| x K x (1e8 + mmr_max) must not overflow.
+    @cython.locals(c=Clearing, pos=Position, low=list, high=list)
+    cpdef _check_pool(self, str account, object version, dict held, str asset, list symbols, bint multi,
+                      list due, list last)
     @cython.locals(version=dict, holders=dict, found=set, low=list, high=list)
     cpdef list leaving(self, str symbol, object mark)
+    @cython.locals(version=dict, holders=dict, heap=list)
     cpdef _rebuild(self, str symbol)

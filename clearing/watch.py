@@ -37,6 +37,7 @@ from heapq import heapify, heappop, heappush
 
 from clearing.margin import AccountMargin
 from clearing.money import SCALE
+from clearing.positions import Position
 from clearing.settlement import Clearing, is_exchange_account
 
 EMPTY_LOW = 1 << 62  # a lower bound above any mark: the range is empty
@@ -48,12 +49,13 @@ class MarginWatch:
         self.low: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
         self.high: dict[str, list[tuple[int, str, int]]] = {s: [] for s in clearing.symbols}
         self.version: dict[str, int] = {}
-        # Per symbol: the largest mmr of its tiers (the slope bound), 0 without tiers.
         # (pool asset, equity, initial margin) of each pool the last `check` computed, or
         # None when it computed none (the replay keeps them for its pre-trade check).
         self.last: list[tuple[str, int, int]] | None = None
-        self._mmr_max = {s: (max(spec.tiers.mmr) if spec.tiers is not None else 0)
-                         for s, spec in clearing.symbols.items()}
+        # Per symbol: K x (1e8 + mmr_max), mmr_max the largest mmr of its tiers (the slope
+        # bound; 0 without tiers): a lot's bound on equity plus maintenance per tick x 1e8.
+        self._per_lot_tick = {s: spec.k * (SCALE + (max(spec.tiers.mmr) if spec.tiers is not None else 0))
+                              for s, spec in clearing.symbols.items()}
 
     def check(self, account: str) -> list[tuple[str, AccountMargin]]:
         """Check `account` exactly at the current marks; re-arm its safe ranges; return the
@@ -73,47 +75,57 @@ class MarginWatch:
         last = self.last = []
         multi = account in c.multi
         if len(held) == 1 and not multi:  # the common case: one position, one pool
-            only = next(iter(held))
-            groups = ((c.symbols[only].settle, [only]),)
+            for only in held:
+                spec = c.symbols[only]
+                self._check_pool(account, version, held, spec.settle, [only], False, due, last)
         else:  # pools in name order, each with its symbols in holding order
-            groups = [(asset, [s for s in held if c.pool_asset(account, s) == asset])
-                      for asset in c.pools(account)]
-        for asset, symbols in groups:
-            equity, maintenance, initial = c.pool_figures(account, asset)
-            last.append((asset, equity, initial))
-            slack = equity - maintenance
-            if slack <= 0:
-                due.append((asset, AccountMargin(equity, maintenance, initial)))
-            n = len(symbols)
-            rates = None  # symbol -> (price, per_unit) where the pool converts (multi-asset)
-            reserve = n + 1
-            if multi:
-                converted = set()
-                for symbol in symbols:
-                    rate = c.pool_rate(account, symbol)
-                    if rate is not None:
-                        if rates is None:
-                            rates = {}
-                        rates[symbol] = rate
-                        converted.add(c.symbols[symbol].settle)
-                        reserve += -(-rate[0] // rate[1]) - 1
-                reserve += 2 * len(converted)
-            budget = (slack - reserve) * SCALE
-            for symbol in symbols:
-                mark = c.marks.get(symbol)
-                if mark is None or budget < 0:
-                    lo, hi = EMPTY_LOW, -1
-                else:
-                    per_tick = n * abs(held[symbol].qty) * c.symbols[symbol].k * (SCALE + self._mmr_max[symbol])
-                    rate = None if rates is None else rates.get(symbol)
-                    d = budget // per_tick if rate is None else budget * rate[1] // (per_tick * rate[0])
-                    lo, hi = mark - d, mark + d
-                low, high = self.low[symbol], self.high[symbol]
-                heappush(low, (-lo, account, version))
-                heappush(high, (hi, account, version))
-                if len(low) > 4 * len(c.holders[symbol]) + 64:
-                    self._rebuild(symbol)
+            for asset in c.pools(account):
+                symbols = [s for s in held if c.pool_asset(account, s) == asset]
+                self._check_pool(account, version, held, asset, symbols, multi, due, last)
         return due
+
+    def _check_pool(self, account: str, version: int, held: dict[str, Position], asset: str,
+                    symbols: list[str], multi: bool, due: list[tuple[str, AccountMargin]],
+                    last: list[tuple[str, int, int]]) -> None:
+        """`check` of the account's pool `asset` (its positions `held`, of which `symbols`
+        settle in the pool): the figures to `last`, and to `due` when at or under
+        maintenance margin; then each symbol's safe range re-armed at `version`."""
+        c = self.clearing
+        equity, maintenance, initial = c.pool_figures(account, asset)
+        last.append((asset, equity, initial))
+        slack = equity - maintenance
+        if slack <= 0:
+            due.append((asset, AccountMargin(equity, maintenance, initial)))
+        n = len(symbols)
+        rates = None  # symbol -> (price, per_unit) where the pool converts (multi-asset)
+        reserve = n + 1
+        if multi:
+            converted = set()
+            for symbol in symbols:
+                rate = c.pool_rate(account, symbol)
+                if rate is not None:
+                    if rates is None:
+                        rates = {}
+                    rates[symbol] = rate
+                    converted.add(c.symbols[symbol].settle)
+                    reserve += -(-rate[0] // rate[1]) - 1
+            reserve += 2 * len(converted)
+        budget = (slack - reserve) * SCALE
+        for symbol in symbols:
+            mark = c.marks.get(symbol)
+            if mark is None or budget < 0:
+                lo, hi = EMPTY_LOW, -1
+            else:
+                pos = held[symbol]
+                per_tick = n * abs(pos.qty) * self._per_lot_tick[symbol]
+                rate = None if rates is None else rates.get(symbol)
+                d = budget // per_tick if rate is None else budget * rate[1] // (per_tick * rate[0])
+                lo, hi = mark - d, mark + d
+            low, high = self.low[symbol], self.high[symbol]
+            heappush(low, (-lo, account, version))
+            heappush(high, (hi, account, version))
+            if len(low) > 4 * len(c.holders[symbol]) + 64:
+                self._rebuild(symbol)
 
     def leaving(self, symbol: str, mark: int) -> list[str]:
         """Accounts holding `symbol` whose safe range `mark` leaves, in id order. Their
