@@ -51,17 +51,16 @@ def matcher_rate(batches: list[tuple[list, ...]], rules: dict, rounds: int) -> l
     return rates
 
 
-def replay_loop(dataset: Path, digest=None) -> tuple[float, float, int, int]:
-    """The replay loop alone over an order-flow dataset: `Replay.orders` per batch, then
-    `Replay.until(None)`, with the orders, events and opening state loaded before the clock
-    starts and the records drained after each batch, never written. Returns (wall seconds,
-    main-thread CPU seconds, records, the last output sequence number); `digest` (a
-    hashlib object), when given, is fed every record's repr outside the clock."""
+def prepare_replay(dataset: Path, batch_rows: int | None = None) -> tuple[Replay, list[tuple[list, ...]]]:
+    """A replay of an order-flow dataset set up as `backtest run` sets it up (rules, events,
+    opening state, safe ranges armed), and its order batches read: everything the replay
+    loop needs before the clock starts."""
     manifest = load_manifest(dataset)
     rules = load_rules(manifest.rules, sorted(manifest.instruments), str(manifest.path),
                        sorted({i.settle for i in manifest.instruments.values()}), assets=sorted(manifest.assets))
+    sizes = {} if batch_rows is None else {"batch_rows": batch_rows}
     batches = list(iter_order_batches(dataset / "orders.parquet", default_stp=manifest.default_stp,
-                                      reduce_only=True))
+                                      reduce_only=True, **sizes))
     events, _ = _load_events(dataset, manifest, rules)
     clearing, _ = _load_clearing(dataset, manifest, rules)
     replay = Replay(Matcher(manifest.matcher_rules()), clearing, events, liquidation_rules(manifest, rules),
@@ -69,6 +68,17 @@ def replay_loop(dataset: Path, digest=None) -> tuple[float, float, int, int]:
                     conversion_spread=rules.conversion_spread)
     for account in sorted(clearing.positions):
         replay.watch.check(account)
+    return replay, batches
+
+
+def replay_loop(dataset: Path, digest=None) -> tuple[float, float, int, int]:
+    """The replay loop alone over an order-flow dataset: `Replay.orders` per batch, then
+    `Replay.until(None)`, with the orders, events and opening state loaded before the clock
+    starts (prepare_replay) and the records drained after each batch, never written.
+    Returns (wall seconds, main-thread CPU seconds, records, the last output sequence
+    number); `digest` (a hashlib object), when given, is fed every record's repr outside
+    the clock."""
+    replay, batches = prepare_replay(dataset)
     records = 0
     wall = cpu = 0.0
     with gc_paused():  # as backtest run does

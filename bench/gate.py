@@ -10,7 +10,9 @@ to it: contention, frequency scaling and a slower CPU slow both about equally.
 How (docs/bench.md has the measurements behind the choices):
 - Workloads (WORKLOADS): the matcher replaying a realistic stream (the mix of
   `datasets.order_streams.realistic_stream`) and an adversarial one (deep books swept
-  whole), fed in batches of BATCH instructions and drained after each batch.
+  whole), and the replay loop (pre-trade checks, matching, clearing, funding, margin
+  checks: `backtest run` without its reading and writing) over a generated clearing
+  stream, fed in batches of BATCH instructions and drained after each batch.
 - Before every batch, a calibration chunk; both are timed in CPU time of this thread
   (time the scheduler gives other processes does not count), garbage collector paused.
   ROUNDS rounds after one warm-up round, which is dropped.
@@ -19,7 +21,7 @@ How (docs/bench.md has the measurements behind the choices):
 - `bench/baseline.json` stores that ratio per workload, measured on CI's machine kind;
   the gate fails when a ratio exceeds THRESHOLD x its baseline (1.5: a 2x slower hot loop
   fails, the run-to-run noise of the ratio, under 1.2x in ten runs, does not).
-- `--slowdown 2` replays every batch into a second matcher as well (twice the matcher's
+- `--slowdown 2` replays every batch into a second matcher (or replay) as well (twice the
   work) to show the gate failing; `--update-baseline` rewrites the baseline (review it).
 
 Exit codes: 0 pass, 1 a workload regressed, 2 bad baseline file. Output (stdout) is a
@@ -118,51 +120,99 @@ def calibration(n: int = CALIBRATION_N) -> int:
     return check + len(live)
 
 
-def _batches(cols) -> list[list[list]]:
+# A workload for `measure`: a fresh run of it (`slowdown` copies of the state, each given
+# every batch) as a list of batch appliers, one call per batch, each made after its
+# calibration chunk. Whatever a fresh run needs (a book, a replay's opening state and its
+# order batches) is built before the clock starts.
+Round = Callable[[], list[Callable[[], None]]]
+
+
+def _matcher_round(cols) -> Callable[[int], Round]:
+    """The matcher over `cols` (an order stream), BATCH instructions at a time."""
     args = cols.matcher_args()
-    return [[a[i:i + BATCH] for a in args] for i in range(0, len(cols), BATCH)]
+    batches = [[a[i:i + BATCH] for a in args] for i in range(0, len(cols), BATCH)]
+
+    def prepare(slowdown: int) -> Round:
+        def fresh() -> list[Callable[[], None]]:
+            from matching import Matcher, SymbolRules
+            matchers = [Matcher({"BTCUSDT": SymbolRules()}) for _ in range(slowdown)]
+
+            def apply(batch: list[list]) -> Callable[[], None]:
+                def run() -> None:
+                    for m in matchers:  # slowdown > 1: the same work again on purpose
+                        m.apply_columns(*batch)
+                        m.out.clear()
+                return run
+            return [apply(batch) for batch in batches]
+        return fresh
+    return prepare
 
 
-def realistic_batches() -> list[list[list]]:
+def realistic_batches() -> Callable[[int], Round]:
     from datasets.order_streams import realistic_stream
-    return _batches(realistic_stream(200_000, seed=1))
+    return _matcher_round(realistic_stream(200_000, seed=1))
 
 
-def adversarial_batches() -> list[list[list]]:
+def adversarial_batches() -> Callable[[int], Round]:
     from datasets.order_streams import adversarial_stream
-    return _batches(adversarial_stream(200_000, seed=1))
+    return _matcher_round(adversarial_stream(200_000, seed=1))
 
 
-# name -> builder of the input batches (built once, before any timing)
-WORKLOADS: dict[str, Callable[[], list[list[list]]]] = {
+def replay_batches() -> Callable[[int], Round]:
+    """The replay loop (`backtest run` without reading or writing: pre-trade checks,
+    matching, clearing, funding, margin checks) over a generated clearing stream of 100k
+    instructions, 2,000 accounts each holding a position, BATCH instructions at a time."""
+    import tempfile
+    from backtest.bench import prepare_replay
+    from datasets.generate import write_clearing_dataset
+    folder = tempfile.TemporaryDirectory(prefix="bench-gate-")
+    dataset = write_clearing_dataset(Path(folder.name) / "d", n=100_000, seed=1, accounts=2_000)
+
+    def prepare(slowdown: int) -> Round:
+        def fresh(folder: tempfile.TemporaryDirectory = folder) -> list[Callable[[], None]]:
+            # (`folder` held here: the dataset is deleted when the workload is)
+            replays = [prepare_replay(dataset, batch_rows=BATCH) for _ in range(slowdown)]
+
+            def apply(j: int) -> Callable[[], None]:
+                def run() -> None:
+                    for replay, batches in replays:  # slowdown > 1: the same work again
+                        replay.orders(batches[j])
+                        replay.out.clear()
+                return run
+            return [apply(j) for j in range(len(replays[0][1]))]
+        return fresh
+    return prepare
+
+
+# name -> builder of the workload (its inputs built once, before any timing)
+WORKLOADS: dict[str, Callable[[], Callable[[int], Round]]] = {
     "realistic_200k": realistic_batches,
     "adversarial_200k": adversarial_batches,
+    "replay_100k": replay_batches,
 }
 
 
-def measure(batches: list[list[list]], *, rounds: int = ROUNDS, slowdown: int = 1
+def measure(workload: Callable[[int], Round], *, rounds: int = ROUNDS, slowdown: int = 1
             ) -> tuple[list[list[float]], list[list[float]]]:
     """CPU seconds of this thread, [round][batch], for the workload's batches and for the
     calibration chunk timed right before each (after the first round: a warm-up, dropped).
     CPU time, not wall time: time the scheduler gives other processes is not counted."""
-    from matching import Matcher, SymbolRules
-    chunk = CALIBRATION_N * len(batches[0][0]) // 200_000  # about one batch's time
+    chunk = CALIBRATION_N * BATCH // 200_000  # about one matcher batch's time
     clock = time.thread_time
+    fresh = workload(slowdown)
     work: list[list[float]] = []
     calib: list[list[float]] = []
     for r in range(rounds + 1):
-        matchers = [Matcher({"BTCUSDT": SymbolRules()}) for _ in range(slowdown)]
+        steps = fresh()
         w_round, c_round = [], []
         gc.collect()
         gc.disable()
         try:
-            for batch in batches:
+            for step in steps:
                 start = clock()
                 calibration(chunk)
                 mid = clock()
-                for m in matchers:  # slowdown > 1: the same work again on purpose
-                    m.apply_columns(*batch)
-                    m.out.clear()
+                step()
                 end = clock()
                 c_round.append(mid - start)
                 w_round.append(end - mid)
@@ -197,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--slowdown", type=int, default=1,
-                        help="do the matcher's work this many times (to show the gate failing)")
+                        help="do each workload's work this many times (to show the gate failing)")
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     parser.add_argument("--update-baseline", action="store_true",
                         help="write the measured ratios as the new baseline")

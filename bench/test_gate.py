@@ -72,6 +72,18 @@ def test_the_calibration_workload_is_deterministic():
     assert gate.calibration(5_000) != gate.calibration(6_000)
 
 
+def test_measure_times_every_batch_of_every_round_after_its_calibration_chunk():
+    """The workload interface: a fresh state per round, one step per batch (here the
+    matcher over a small stream; CI's bench-check runs the real workloads, and docs/bench.md
+    shows --slowdown 2 failing them)."""
+    from datasets.order_streams import realistic_stream
+
+    cols = realistic_stream(40_000, seed=1)
+    work, calib = gate.measure(gate._matcher_round(cols), rounds=2)
+    batches = -(-len(cols) // gate.BATCH)
+    assert [len(r) for r in work] == [len(r) for r in calib] == [batches, batches]
+
+
 def test_the_stored_baseline_has_a_ratio_for_every_workload():
     ratios = gate.load_baseline(gate.BASELINE)
     assert set(ratios) == set(gate.WORKLOADS)
