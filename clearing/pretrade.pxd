@@ -10,3 +10,8 @@ cpdef object check_order_parts(object qty_signed, object limit, bint reduce_only
                                MarginTiers tiers, object taker_rate, object rate)
 cpdef object order_requirement(object qty_signed, object limit, object mark, object k,
                                MarginTiers tiers, object taker_rate, object rate)
+
+cdef long long _WORD, _INT64_MAX, _SCALE
+@cython.locals(p=cython.longlong, q=cython.longlong, kk=cython.longlong, r=cython.longlong,
+               n=cython.longlong, initial=cython.longlong)
+cpdef tuple small_requirement(object price, object qty, object k, MarginTiers tiers, object taker_rate)

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 
 from clearing.collateral import to_valuation
 from clearing.margin import MarginTiers
-from clearing.money import fee
+from clearing.money import SCALE, fee
+
+_WORD = 2**31  # small_requirement's operands are below this
+_INT64_MAX = 2**63 - 1
+_SCALE = SCALE  # (a C integer when compiled)
 
 R_INSUFFICIENT_MARGIN = "insufficient_margin"
 R_REDUCE_ONLY_WOULD_INCREASE = "reduce_only_would_increase"
@@ -93,10 +97,41 @@ def order_requirement(qty_signed: int, limit: int | None, mark: int | None, k: i
     price = order_price(limit, mark)
     if price is None:
         return None
-    order_notional = price * abs(qty_signed) * k
-    initial = tiers.initial(order_notional)
-    taker_fee = fee(order_notional, taker_rate)
-    if rate is not None:
-        initial = to_valuation(initial, rate[0], rate[1], up=True)
-        taker_fee = to_valuation(taker_fee, rate[0], rate[1], up=True)
-    return initial, taker_fee
+    qty = abs(qty_signed)
+    needs = small_requirement(price, qty, k, tiers, taker_rate)  # in 64 bits when it can be
+    if needs is None:
+        order_notional = price * qty * k
+        needs = (tiers.initial(order_notional), fee(order_notional, taker_rate))
+    if rate is None:
+        return needs
+    return (to_valuation(needs[0], rate[0], rate[1], up=True),
+            to_valuation(needs[1], rate[0], rate[1], up=True))
+
+def small_requirement(price: int, qty: int, k: int, tiers: MarginTiers, taker_rate: int) -> tuple[int, int] | None:
+    """(tiers.initial(n), fee(n, taker_rate)) for the notional n = price x qty x K, when n
+    is in the first tier and every operand and product provably fits in 64 bits; else None
+    (the caller computes them with Python ints). Compiled, the arithmetic is C's (pretrade.pxd
+    types the names below; floor division keeps Python's rounding, as cdivision is off):
+    each factor is below 2**31 and each product is checked against 2**63 - 1 before it is
+    taken. The integers are the general path's, which tests/clearing/test_pretrade.py holds
+    it to."""
+    try:
+        p, q, kk, r = price, qty, k, taker_rate  # compiled: C long longs, or OverflowError
+    except OverflowError:
+        return None
+    if not (0 < p < _WORD and 0 < q < _WORD and 0 < kk < _WORD and -_WORD < r < _WORD):
+        return None
+    n = p * q  # < 2**62
+    if n > _INT64_MAX // kk:
+        return None
+    n *= kk
+    if n >= tiers.first_below:
+        return None
+    initial = -(-n // tiers.first_leverage)  # div_ceil
+    if r >= 0:
+        if r and n > _INT64_MAX // r:
+            return None
+        return initial, -(-(n * r) // _SCALE)  # fee(): a charge rounds up
+    if n > _INT64_MAX // -r:
+        return None
+    return initial, -((n * -r) // _SCALE)  # fee(): a rebate rounds down
