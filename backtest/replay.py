@@ -50,7 +50,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   bitmex_rank, equity_shares, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
-from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, OrderIntent, check_order, check_order_parts, order_requirement
+from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, check_order_parts, order_requirement
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -592,18 +592,30 @@ class Replay:
         spec = c.symbols[symbol]
         mark = c.marks.get(symbol)
         pool = c.pool_asset(account, symbol)
-        figures = c.pool(account, pool)
         now = spec.tiers.initial((order.price if mark is None or mark < order.price else mark)
                                  * order.qty * spec.k)
-        rate = c.pool_rate(account, symbol)
-        if rate is not None:  # the pool's figures sum converted amounts: take out at most its value
-            now = to_valuation(now, rate[0], rate[1], up=False)
-        others = self._orders_margin(account, pool) - now
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
-        intent = OrderIntent(new_qty if order.side == BUY else -new_qty, new_price, False)
-        return check_order(intent, position_qty=0, equity=figures.equity,
-                           initial_in_use=figures.initial + others, mark=mark, k=spec.k,
-                           tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
+        qty_signed = new_qty if order.side == BUY else -new_qty
+        if account in c.multi:
+            figures = c.pool(account, pool)
+            rate = c.pool_rate(account, symbol)
+            if rate is not None:  # the pool's figures sum converted amounts: take out at most its value
+                now = to_valuation(now, rate[0], rate[1], up=False)
+            others = self._orders_margin(account, pool) - now
+            return check_order_parts(qty_signed, new_price, False, 0, figures.equity, figures.initial + others,
+                                     mark, spec.k, spec.tiers, taker_rate, rate)
+        # A single-asset pool, as _pretrade decides a new order: check_order with the cached
+        # figures, the open orders other than this one taken at their bound first (the bound
+        # counts this order at no less than `now`, as the exact figure does).
+        needs = order_requirement(qty_signed, new_price, mark, spec.k, spec.tiers, taker_rate, None)
+        if needs is None:
+            return R_NO_MARK_PRICE
+        equity, initial = self._pool_figures(account, pool)
+        free = equity - needs[1] - initial - needs[0]  # what the other open orders may use
+        bound = self._orders_margin_bound(account, pool)
+        if bound is not None and free >= bound - now:
+            return None
+        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) - now else None
 
     def _orders_margin_bound(self, account: str, asset: str) -> int | None:
         """An upper bound of `_orders_margin` from per-symbol aggregates (total open qty Q,
