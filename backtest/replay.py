@@ -50,7 +50,8 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   bitmex_rank, equity_shares, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
-from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, check_order_parts, order_requirement
+from clearing.pretrade import (R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, ceil_notional, check_order_parts,
+                               notional_margin, order_requirement)
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -592,8 +593,8 @@ class Replay:
         spec = c.symbols[symbol]
         mark = c.marks.get(symbol)
         pool = c.pool_asset(account, symbol)
-        now = spec.tiers.initial((order.price if mark is None or mark < order.price else mark)
-                                 * order.qty * spec.k)
+        now = notional_margin(order.price if mark is None or mark < order.price else mark, order.qty, spec.k,
+                              spec.tiers)
         taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
         qty_signed = new_qty if order.side == BUY else -new_qty
         if account in c.multi:
@@ -661,9 +662,9 @@ class Replay:
             if spec.settle != asset:
                 if other is None:
                     other = {}
-                other[spec.settle] = other.get(spec.settle, 0) + -(-price * q * spec.k // lev) + n
+                other[spec.settle] = other.get(spec.settle, 0) + ceil_notional(price, q, spec.k, lev) + n
                 continue
-            total += -(-price * q * spec.k // lev) + n
+            total += ceil_notional(price, q, spec.k, lev) + n
         if other is not None:
             total += self._in_pool(other)
         return total
@@ -722,9 +723,9 @@ class Replay:
             if spec.settle != asset:
                 if other is None:
                     other = {}
-                other[spec.settle] = other.get(spec.settle, 0) + spec.tiers.initial(price * order.qty * spec.k)
+                other[spec.settle] = other.get(spec.settle, 0) + notional_margin(price, order.qty, spec.k, spec.tiers)
                 continue
-            total += spec.tiers.initial(price * order.qty * spec.k)
+            total += notional_margin(price, order.qty, spec.k, spec.tiers)
         if other is not None:
             total += self._in_pool(other)
         return total

@@ -107,25 +107,58 @@ def order_requirement(qty_signed: int, limit: int | None, mark: int | None, k: i
     return (to_valuation(needs[0], rate[0], rate[1], up=True),
             to_valuation(needs[1], rate[0], rate[1], up=True))
 
+
+# The 64-bit fast paths. Compiled, the names pretrade.pxd types are C long longs and the
+# arithmetic on them is C's; floor division keeps Python's rounding (cdivision is off), so
+# each gives the integers of the Python-int formula it stands for, which
+# tests/clearing/test_pretrade.py holds it to. Each factor is below 2**31 and each product
+# is checked against 2**63 - 1 before it is taken; whatever does not fit takes the Python-int
+# path. Uncompiled, they are the same formulas on Python ints.
+
+def small_int(x: int) -> int:
+    """x when -2**31 < x < 2**31, else 2**31 (compiled: a C integer, read without an
+    OverflowError for an int 64 bits cannot hold)."""
+    try:
+        v = x  # compiled: a C long long, or OverflowError
+    except OverflowError:
+        return _WORD
+    return v if -_WORD < v < _WORD else _WORD
+
+
+def small_notional(price: int, qty: int, k: int) -> int:
+    """price x qty x K when each factor is in [1, 2**31) and the product fits in 64 bits,
+    else -1."""
+    p, q, kk = small_int(price), small_int(qty), small_int(k)
+    if not (0 < p < _WORD and 0 < q < _WORD and 0 < kk < _WORD):
+        return -1
+    n = p * q  # < 2**62
+    return n * kk if n <= _INT64_MAX // kk else -1
+
+
+def notional_margin(price: int, qty: int, k: int, tiers: MarginTiers) -> int:
+    """tiers.initial(price x qty x K): the initial margin of an order or position (qty > 0)."""
+    n = small_notional(price, qty, k)
+    if 0 < n < tiers.first_below:
+        return -(-n // tiers.first_leverage)  # div_ceil in the first tier
+    return tiers.initial(price * qty * k)
+
+
+def ceil_notional(price: int, qty: int, k: int, divisor: int) -> int:
+    """ceil(price x qty x K / divisor), divisor > 0."""
+    n = small_notional(price, qty, k)
+    d = small_int(divisor)
+    if n > 0 and 0 < d < _WORD:
+        return -(-n // d)
+    return -(-(price * qty * k) // divisor)
+
+
 def small_requirement(price: int, qty: int, k: int, tiers: MarginTiers, taker_rate: int) -> tuple[int, int] | None:
     """(tiers.initial(n), fee(n, taker_rate)) for the notional n = price x qty x K, when n
-    is in the first tier and every operand and product provably fits in 64 bits; else None
-    (the caller computes them with Python ints). Compiled, the arithmetic is C's (pretrade.pxd
-    types the names below; floor division keeps Python's rounding, as cdivision is off):
-    each factor is below 2**31 and each product is checked against 2**63 - 1 before it is
-    taken. The integers are the general path's, which tests/clearing/test_pretrade.py holds
-    it to."""
-    try:
-        p, q, kk, r = price, qty, k, taker_rate  # compiled: C long longs, or OverflowError
-    except OverflowError:
-        return None
-    if not (0 < p < _WORD and 0 < q < _WORD and 0 < kk < _WORD and -_WORD < r < _WORD):
-        return None
-    n = p * q  # < 2**62
-    if n > _INT64_MAX // kk:
-        return None
-    n *= kk
-    if n >= tiers.first_below:
+    is in the first tier and every product fits in 64 bits; else None (the caller computes
+    them with Python ints)."""
+    n = small_notional(price, qty, k)
+    r = small_int(taker_rate)
+    if not 0 < n < tiers.first_below or r == _WORD:
         return None
     initial = -(-n // tiers.first_leverage)  # div_ceil
     if r >= 0:

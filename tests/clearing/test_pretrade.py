@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from clearing.margin import MarginTiers
 from clearing.money import fee
-from clearing.pretrade import OrderIntent, check_order, order_requirement, small_requirement
+from clearing.pretrade import (OrderIntent, ceil_notional, check_order, notional_margin, order_requirement,
+                               small_int, small_requirement)
 
 USDT = 100_000_000
 TIERS = MarginTiers.from_rows([[0, 500_000, 0, 10]])
@@ -82,6 +83,13 @@ def test_small_requirement_equals_python_ints(price, qty, k, taker_rate, floor, 
     if (max(price, qty, k, abs(taker_rate)) < 2**31 and notional < floor <= 2**62 and leverage < 2**62
             and notional * abs(taker_rate) < 2**63):
         assert fast == exact  # everything fits: the fast path must have been taken
+    assert notional_margin(price, qty, k, tiers) == exact[0]
+    assert ceil_notional(price, qty, k, leverage) == -(-notional // leverage)
+
+
+@given(st.one_of(st.integers(), st.sampled_from([2**31 - 1, 2**31, -(2**31 - 1), -(2**31), 2**63, -(2**63) - 1])))
+def test_small_int(x):
+    assert small_int(x) == (x if -2**31 < x < 2**31 else 2**31)
 
 
 def test_small_requirement_takes_a_realistic_order():
