@@ -205,6 +205,8 @@ class Replay:
         self._figures_seen = 0  # entries of the ledger's change log already applied to them
         self._min_leverage = {s: min(spec.tiers.max_leverage) for s, spec in clearing.symbols.items()
                               if spec.tiers is not None}
+        # The taker rate of each fee tier (the schedule is a frozen value, set with the Clearing).
+        self._taker_rates = tuple([rates[1] for rates in clearing.fee_schedule.tiers])
         self.called: dict[str, set[str]] = {}  # account -> pools under a margin call
         self.deposits: dict[str, int] = {}
         self.withdrawals: dict[str, int] = {}
@@ -457,18 +459,18 @@ class Replay:
                     return "reduce_only_would_increase"
                 position = left
             return check_order_parts(qty_signed, price, True, position, 0, 0, None, spec.k, spec.tiers, 0, None)
-        pool = c.pool_asset(account, symbol)
+        multi = account in c.multi
+        pool = c.valuation if multi else spec.settle  # c.pool_asset(account, symbol)
         rate = None
-        if pool != spec.settle or account in c.multi:
+        if multi:
             if not c.serves_multi(symbol):
                 return R_MULTI_ASSET_INSTRUMENT  # multi-asset: linear USDT-M and USDC-M only
             rate = c.pool_rate(account, symbol)  # a USDC-M order in the USDT pool converts
         needs = order_requirement(qty_signed, price, c.marks.get(symbol), spec.k, spec.tiers,
-                                  c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1], rate)
+                                  self._taker_rates[c.fee_tier.get(account, 0)], rate)
         if needs is None:
             return R_NO_MARK_PRICE
-        equity, initial = (self._pool_figures(account, pool) if rate is None and account not in c.multi
-                           else c.pool_figures(account, pool)[::2])
+        equity, initial = c.pool_figures(account, pool)[::2] if multi else self._pool_figures(account, pool)
         # check_order: rejected when equity - taker fee < initial margin of the positions,
         # the open orders and this order. `free` is what the open orders may use.
         free = equity - needs[1] - initial - needs[0]
@@ -595,7 +597,7 @@ class Replay:
         pool = c.pool_asset(account, symbol)
         now = notional_margin(order.price if mark is None or mark < order.price else mark, order.qty, spec.k,
                               spec.tiers)
-        taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
+        taker_rate = self._taker_rates[c.fee_tier.get(account, 0)]
         qty_signed = new_qty if order.side == BUY else -new_qty
         if account in c.multi:
             figures = c.pool(account, pool)
