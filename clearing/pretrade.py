@@ -128,7 +128,12 @@ def small_int(x: int) -> int:
 def small_notional(price: int, qty: int, k: int) -> int:
     """price x qty x K when each factor is in [1, 2**31) and the product fits in 64 bits,
     else -1."""
-    p, q, kk = small_int(price), small_int(qty), small_int(k)
+    try:
+        # Compiled: C long longs, or OverflowError. One try for the three, not small_int for
+        # each: setting up a try block costs more than the conversions it guards.
+        p, q, kk = price, qty, k
+    except OverflowError:
+        return -1
     if not (0 < p < _WORD and 0 < q < _WORD and 0 < kk < _WORD):
         return -1
     n = p * q  # < 2**62
