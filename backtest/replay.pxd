@@ -12,7 +12,7 @@ from clearing.money cimport div_ceil, fee
 from clearing.positions cimport Position
 from clearing.watch cimport MarginWatch
 from clearing.settlement cimport Clearing, SymbolSpec, is_exchange_account
-from clearing.pretrade cimport ceil_notional, check_order_parts, notional_margin, order_requirement
+from clearing.pretrade cimport ceil_notional, check_order_parts, headroom, notional_margin, order_requirement
 from clearing.margin cimport MarginTiers
 from clearing.liquidation cimport better, binance_rank, bitmex_rank, rank_order
 

@@ -51,7 +51,7 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
 from clearing.pretrade import (R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, ceil_notional, check_order_parts,
-                               notional_margin, order_requirement)
+                               headroom, notional_margin, order_requirement)
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -473,7 +473,7 @@ class Replay:
         equity, initial = c.pool_figures(account, pool)[::2] if multi else self._pool_figures(account, pool)
         # check_order: rejected when equity - taker fee < initial margin of the positions,
         # the open orders and this order. `free` is what the open orders may use.
-        free = equity - needs[1] - initial - needs[0]
+        free = headroom(equity, needs[1], initial, needs[0])
         if free < 0:
             return R_INSUFFICIENT_MARGIN  # even if the open orders used none
         bound = self._orders_margin_bound(account, pool)
@@ -614,7 +614,7 @@ class Replay:
         if needs is None:
             return R_NO_MARK_PRICE
         equity, initial = self._pool_figures(account, pool)
-        free = equity - needs[1] - initial - needs[0]  # what the other open orders may use
+        free = headroom(equity, needs[1], initial, needs[0])  # what the other open orders may use
         bound = self._orders_margin_bound(account, pool)
         if bound is not None and free >= bound - now:
             return None

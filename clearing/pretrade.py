@@ -26,6 +26,7 @@ from clearing.money import SCALE, fee
 
 _WORD = 2**31  # small_requirement's operands are below this
 _INT64_MAX = 2**63 - 1
+_MONEY = 2**60  # headroom's amounts are below this in magnitude
 _SCALE = SCALE  # (a C integer when compiled)
 
 R_INSUFFICIENT_MARGIN = "insufficient_margin"
@@ -123,6 +124,19 @@ def small_int(x: int) -> int:
     except OverflowError:
         return _WORD
     return v if -_WORD < v < _WORD else _WORD
+
+
+def headroom(equity: int, taker_fee: int, in_use: int, initial: int) -> int:
+    """equity - taker_fee - in_use - initial: what an order leaves the account's open
+    orders (check_order passes it when that covers their margin). In C when each amount is
+    below 2**60 in magnitude (the result is then below 2**62)."""
+    try:
+        e, f, u, m = equity, taker_fee, in_use, initial  # compiled: C long longs, or OverflowError
+    except OverflowError:
+        return equity - taker_fee - in_use - initial
+    if -_MONEY < e < _MONEY and -_MONEY < f < _MONEY and -_MONEY < u < _MONEY and -_MONEY < m < _MONEY:
+        return e - f - u - m
+    return equity - taker_fee - in_use - initial
 
 
 def small_notional(price: int, qty: int, k: int) -> int:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from clearing.margin import MarginTiers
 from clearing.money import fee
-from clearing.pretrade import (OrderIntent, ceil_notional, check_order, notional_margin, order_requirement,
+from clearing.pretrade import (OrderIntent, ceil_notional, check_order, headroom, notional_margin, order_requirement,
                                small_int, small_requirement)
 
 USDT = 100_000_000
@@ -97,3 +97,12 @@ def test_small_requirement_takes_a_realistic_order():
     first tier of a realistic table: the fast path applies."""
     tiers = MarginTiers.from_rows([[0, 400_000, 0], [5_000_000_000_000, 500_000, 5_000_000_000]], max_leverage=50)
     assert small_requirement(300_000, 1_000, 10_000, tiers, 50_000) == (60_000_000_000, 1_500_000_000)
+
+
+money = st.one_of(st.integers(), st.integers(-10**18, 10**18),
+                  st.sampled_from([2**60 - 1, 2**60, -(2**60 - 1), -(2**60), 2**63, -(2**63) - 1, 2**70]))
+
+
+@given(money, money, money, money)
+def test_headroom_equals_python_ints(equity, taker_fee, in_use, initial):
+    assert headroom(equity, taker_fee, in_use, initial) == equity - taker_fee - in_use - initial
