@@ -24,7 +24,7 @@ from clearing.collateral import to_valuation
 from clearing.margin import MarginTiers
 from clearing.money import SCALE, fee
 
-_WORD = 2**31  # small_requirement's operands are below this
+_WORD = 2**31  # the fast paths' factors and rates are below this in magnitude
 _INT64_MAX = 2**63 - 1
 _MONEY = 2**60  # headroom's amounts are below this in magnitude
 _SCALE = SCALE  # (a C integer when compiled)
@@ -112,9 +112,10 @@ def order_requirement(qty_signed: int, limit: int | None, mark: int | None, k: i
 # The 64-bit fast paths. Compiled, the names pretrade.pxd types are C long longs and the
 # arithmetic on them is C's; floor division keeps Python's rounding (cdivision is off), so
 # each gives the integers of the Python-int formula it stands for, which
-# tests/clearing/test_pretrade.py holds it to. Each factor is below 2**31 and each product
-# is checked against 2**63 - 1 before it is taken; whatever does not fit takes the Python-int
-# path. Uncompiled, they are the same formulas on Python ints.
+# tests/clearing/test_pretrade.py holds it to. Each factor is below 2**31 (headroom's
+# amounts below 2**60) and each product is checked against 2**63 - 1 before it is taken;
+# whatever does not fit takes the Python-int path. Uncompiled, they are the same formulas
+# on Python ints.
 
 def small_int(x: int) -> int:
     """x when -2**31 < x < 2**31, else 2**31 (compiled: a C integer, read without an
@@ -155,7 +156,7 @@ def small_notional(price: int, qty: int, k: int) -> int:
 
 
 def notional_margin(price: int, qty: int, k: int, tiers: MarginTiers) -> int:
-    """tiers.initial(price x qty x K): the initial margin of an order or position (qty > 0)."""
+    """tiers.initial(price x qty x K): the initial margin of an order or position."""
     n = small_notional(price, qty, k)
     if 0 < n < tiers.first_below:
         return -(-n // tiers.first_leverage)  # div_ceil in the first tier
