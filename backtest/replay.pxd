@@ -12,7 +12,7 @@ from clearing.money cimport div_ceil, fee
 from clearing.positions cimport Position
 from clearing.watch cimport MarginWatch
 from clearing.settlement cimport Clearing, SymbolSpec, is_exchange_account
-from clearing.pretrade cimport check_order_parts, order_requirement
+from clearing.pretrade cimport ceil_notional, check_order_parts, headroom, notional_margin, order_requirement
 from clearing.margin cimport MarginTiers
 from clearing.liquidation cimport better, binance_rank, bitmex_rank, rank_order
 
@@ -49,6 +49,7 @@ cdef class Replay:
     cdef public long long _figures_version
     cdef public Py_ssize_t _figures_seen
     cdef public dict _min_leverage
+    cdef public tuple _taker_rates
     cdef public dict called
     cdef public dict deposits
     cdef public dict withdrawals
@@ -78,7 +79,7 @@ cdef class Replay:
     cpdef until(self, object ts)
     @cython.locals(out=list, n1=Py_ssize_t, j=Py_ssize_t, r=tuple, seq=cython.longlong, c=Clearing)
     cpdef object _clear_fills(self, object ts, Py_ssize_t n0)
-    @cython.locals(c=Clearing, spec=SymbolSpec)
+    @cython.locals(c=Clearing, spec=SymbolSpec, multi=cython.bint)
     cpdef object _pretrade(self, str account, str symbol, int side, object price, object qty,
                            object reduce_only)
     @cython.locals(changed=list, cache=dict, seen=Py_ssize_t, end=Py_ssize_t)

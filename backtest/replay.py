@@ -50,7 +50,8 @@ from clearing.liquidation import (Parcel, band_limit, bankruptcy_notional, bette
                                   bitmex_rank, equity_shares, rank_order,
                                   rank_text, safe_price, sweep_size)
 from clearing.money import SCALE, div_ceil, fee
-from clearing.pretrade import R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, OrderIntent, check_order, check_order_parts, order_requirement
+from clearing.pretrade import (R_INSUFFICIENT_MARGIN, R_NO_MARK_PRICE, ceil_notional, check_order_parts,
+                               headroom, notional_margin, order_requirement)
 from clearing.collateral import needed_to_convert, to_valuation
 from clearing.settlement import FILL_ROW, FUND, Clearing, is_exchange_account
 from clearing.watch import MarginWatch
@@ -204,6 +205,8 @@ class Replay:
         self._figures_seen = 0  # entries of the ledger's change log already applied to them
         self._min_leverage = {s: min(spec.tiers.max_leverage) for s, spec in clearing.symbols.items()
                               if spec.tiers is not None}
+        # The taker rate of each fee tier (the schedule is a frozen value, set with the Clearing).
+        self._taker_rates = tuple([rates[1] for rates in clearing.fee_schedule.tiers])
         self.called: dict[str, set[str]] = {}  # account -> pools under a margin call
         self.deposits: dict[str, int] = {}
         self.withdrawals: dict[str, int] = {}
@@ -456,21 +459,21 @@ class Replay:
                     return "reduce_only_would_increase"
                 position = left
             return check_order_parts(qty_signed, price, True, position, 0, 0, None, spec.k, spec.tiers, 0, None)
-        pool = c.pool_asset(account, symbol)
+        multi = account in c.multi
+        pool = c.valuation if multi else spec.settle  # c.pool_asset(account, symbol)
         rate = None
-        if pool != spec.settle or account in c.multi:
+        if multi:
             if not c.serves_multi(symbol):
                 return R_MULTI_ASSET_INSTRUMENT  # multi-asset: linear USDT-M and USDC-M only
             rate = c.pool_rate(account, symbol)  # a USDC-M order in the USDT pool converts
         needs = order_requirement(qty_signed, price, c.marks.get(symbol), spec.k, spec.tiers,
-                                  c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1], rate)
+                                  self._taker_rates[c.fee_tier.get(account, 0)], rate)
         if needs is None:
             return R_NO_MARK_PRICE
-        equity, initial = (self._pool_figures(account, pool) if rate is None and account not in c.multi
-                           else c.pool_figures(account, pool)[::2])
+        equity, initial = c.pool_figures(account, pool)[::2] if multi else self._pool_figures(account, pool)
         # check_order: rejected when equity - taker fee < initial margin of the positions,
         # the open orders and this order. `free` is what the open orders may use.
-        free = equity - needs[1] - initial - needs[0]
+        free = headroom(equity, needs[1], initial, needs[0])
         if free < 0:
             return R_INSUFFICIENT_MARGIN  # even if the open orders used none
         bound = self._orders_margin_bound(account, pool)
@@ -592,18 +595,30 @@ class Replay:
         spec = c.symbols[symbol]
         mark = c.marks.get(symbol)
         pool = c.pool_asset(account, symbol)
-        figures = c.pool(account, pool)
-        now = spec.tiers.initial((order.price if mark is None or mark < order.price else mark)
-                                 * order.qty * spec.k)
-        rate = c.pool_rate(account, symbol)
-        if rate is not None:  # the pool's figures sum converted amounts: take out at most its value
-            now = to_valuation(now, rate[0], rate[1], up=False)
-        others = self._orders_margin(account, pool) - now
-        taker_rate = c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1]
-        intent = OrderIntent(new_qty if order.side == BUY else -new_qty, new_price, False)
-        return check_order(intent, position_qty=0, equity=figures.equity,
-                           initial_in_use=figures.initial + others, mark=mark, k=spec.k,
-                           tiers=spec.tiers, taker_rate=taker_rate, rate=rate)
+        now = notional_margin(order.price if mark is None or mark < order.price else mark, order.qty, spec.k,
+                              spec.tiers)
+        taker_rate = self._taker_rates[c.fee_tier.get(account, 0)]
+        qty_signed = new_qty if order.side == BUY else -new_qty
+        if account in c.multi:
+            figures = c.pool(account, pool)
+            rate = c.pool_rate(account, symbol)
+            if rate is not None:  # the pool's figures sum converted amounts: take out at most its value
+                now = to_valuation(now, rate[0], rate[1], up=False)
+            others = self._orders_margin(account, pool) - now
+            return check_order_parts(qty_signed, new_price, False, 0, figures.equity, figures.initial + others,
+                                     mark, spec.k, spec.tiers, taker_rate, rate)
+        # A single-asset pool, as _pretrade decides a new order: check_order with the cached
+        # figures, the open orders other than this one taken at their bound first (the bound
+        # counts this order at no less than `now`, as the exact figure does).
+        needs = order_requirement(qty_signed, new_price, mark, spec.k, spec.tiers, taker_rate, None)
+        if needs is None:
+            return R_NO_MARK_PRICE
+        equity, initial = self._pool_figures(account, pool)
+        free = headroom(equity, needs[1], initial, needs[0])  # what the other open orders may use
+        bound = self._orders_margin_bound(account, pool)
+        if bound is not None and free >= bound - now:
+            return None
+        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) - now else None
 
     def _orders_margin_bound(self, account: str, asset: str) -> int | None:
         """An upper bound of `_orders_margin` from per-symbol aggregates (total open qty Q,
@@ -649,9 +664,9 @@ class Replay:
             if spec.settle != asset:
                 if other is None:
                     other = {}
-                other[spec.settle] = other.get(spec.settle, 0) + -(-price * q * spec.k // lev) + n
+                other[spec.settle] = other.get(spec.settle, 0) + ceil_notional(price, q, spec.k, lev) + n
                 continue
-            total += -(-price * q * spec.k // lev) + n
+            total += ceil_notional(price, q, spec.k, lev) + n
         if other is not None:
             total += self._in_pool(other)
         return total
@@ -710,9 +725,9 @@ class Replay:
             if spec.settle != asset:
                 if other is None:
                     other = {}
-                other[spec.settle] = other.get(spec.settle, 0) + spec.tiers.initial(price * order.qty * spec.k)
+                other[spec.settle] = other.get(spec.settle, 0) + notional_margin(price, order.qty, spec.k, spec.tiers)
                 continue
-            total += spec.tiers.initial(price * order.qty * spec.k)
+            total += notional_margin(price, order.qty, spec.k, spec.tiers)
         if other is not None:
             total += self._in_pool(other)
         return total

@@ -11,6 +11,8 @@ cdef class MarginTiers:
     cdef readonly tuple amounts
     cdef readonly tuple max_leverage
     cdef readonly tuple _fits
+    cdef readonly long long first_below
+    cdef readonly long long first_leverage
 
     cpdef object tier(self, object notional_minor)
     cpdef object maintenance(self, object notional_minor)

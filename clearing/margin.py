@@ -15,6 +15,7 @@ from clearing.money import SCALE, div_ceil
 
 
 _INT64_MAX = (1 << 63) - 1  # the largest signed 64-bit integer (MarginTiers._fits)
+_FIRST_CAP = 2**62  # MarginTiers.first_below when the first tier is open-ended
 
 
 class TierError(ValueError):
@@ -26,7 +27,7 @@ class MarginTiers:
     a plain class rather than a frozen dataclass so that, compiled, it is an extension type
     (margin.pxd) whose lookups the replay calls in C."""
 
-    __slots__ = ("floors", "mmr", "amounts", "max_leverage", "_fits")
+    __slots__ = ("floors", "mmr", "amounts", "max_leverage", "_fits", "first_below", "first_leverage")
 
     def __init__(self, floors: tuple[int, ...], mmr: tuple[int, ...], amounts: tuple[int, ...],
                  max_leverage: tuple[int, ...]) -> None:
@@ -40,6 +41,14 @@ class MarginTiers:
         self._fits = tuple(-1 if abs(a) > _INT64_MAX // 2 or abs(lev) > _INT64_MAX
                            else _INT64_MAX // max(abs(m), 1)
                            for m, a, lev in zip(mmr, amounts, max_leverage))
+        # The first tier's notional ceiling and max leverage, for clearing/pretrade.py's
+        # 64-bit fast path (small_requirement). Compiled, these are C integers: when either
+        # is 2**62 or more the ceiling is stored as 0 (no order's notional is below it, so
+        # the fast path never applies and the Python-int path decides).
+        below = floors[1] if len(floors) > 1 else _FIRST_CAP
+        usable = floors[0] == 0 and 0 < below <= _FIRST_CAP and 1 <= max_leverage[0] < _FIRST_CAP
+        self.first_below = below if usable else 0
+        self.first_leverage = max_leverage[0] if usable else 1
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MarginTiers):

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 
 from clearing.collateral import to_valuation
 from clearing.margin import MarginTiers
-from clearing.money import fee
+from clearing.money import SCALE, fee
+
+_WORD = 2**31  # the fast paths' factors and rates are below this in magnitude
+_INT64_MAX = 2**63 - 1
+_MONEY = 2**60  # headroom's amounts are below this in magnitude
+_SCALE = SCALE  # (a C integer when compiled)
 
 R_INSUFFICIENT_MARGIN = "insufficient_margin"
 R_REDUCE_ONLY_WOULD_INCREASE = "reduce_only_would_increase"
@@ -93,10 +98,93 @@ def order_requirement(qty_signed: int, limit: int | None, mark: int | None, k: i
     price = order_price(limit, mark)
     if price is None:
         return None
-    order_notional = price * abs(qty_signed) * k
-    initial = tiers.initial(order_notional)
-    taker_fee = fee(order_notional, taker_rate)
-    if rate is not None:
-        initial = to_valuation(initial, rate[0], rate[1], up=True)
-        taker_fee = to_valuation(taker_fee, rate[0], rate[1], up=True)
-    return initial, taker_fee
+    qty = abs(qty_signed)
+    needs = small_requirement(price, qty, k, tiers, taker_rate)  # in 64 bits when it can be
+    if needs is None:
+        order_notional = price * qty * k
+        needs = (tiers.initial(order_notional), fee(order_notional, taker_rate))
+    if rate is None:
+        return needs
+    return (to_valuation(needs[0], rate[0], rate[1], up=True),
+            to_valuation(needs[1], rate[0], rate[1], up=True))
+
+
+# The 64-bit fast paths. Compiled, the names pretrade.pxd types are C long longs and the
+# arithmetic on them is C's; floor division keeps Python's rounding (cdivision is off), so
+# each gives the integers of the Python-int formula it stands for, which
+# tests/clearing/test_pretrade.py holds it to. Each factor is below 2**31 (headroom's
+# amounts below 2**60) and each product is checked against 2**63 - 1 before it is taken;
+# whatever does not fit takes the Python-int path. Uncompiled, they are the same formulas
+# on Python ints.
+
+def small_int(x: int) -> int:
+    """x when -2**31 < x < 2**31, else 2**31 (compiled: a C integer, read without an
+    OverflowError for an int 64 bits cannot hold)."""
+    try:
+        v = x  # compiled: a C long long, or OverflowError
+    except OverflowError:
+        return _WORD
+    return v if -_WORD < v < _WORD else _WORD
+
+
+def headroom(equity: int, taker_fee: int, in_use: int, initial: int) -> int:
+    """equity - taker_fee - in_use - initial: what an order leaves the account's open
+    orders (check_order passes it when that covers their margin). In C when each amount is
+    below 2**60 in magnitude (the result is then below 2**62)."""
+    try:
+        e, f, u, m = equity, taker_fee, in_use, initial  # compiled: C long longs, or OverflowError
+    except OverflowError:
+        return equity - taker_fee - in_use - initial
+    if -_MONEY < e < _MONEY and -_MONEY < f < _MONEY and -_MONEY < u < _MONEY and -_MONEY < m < _MONEY:
+        return e - f - u - m
+    return equity - taker_fee - in_use - initial
+
+
+def small_notional(price: int, qty: int, k: int) -> int:
+    """price x qty x K when each factor is in [1, 2**31) and the product fits in 64 bits,
+    else -1."""
+    try:
+        # Compiled: C long longs, or OverflowError. One try for the three, not small_int for
+        # each: setting up a try block costs more than the conversions it guards.
+        p, q, kk = price, qty, k
+    except OverflowError:
+        return -1
+    if not (0 < p < _WORD and 0 < q < _WORD and 0 < kk < _WORD):
+        return -1
+    n = p * q  # < 2**62
+    return n * kk if n <= _INT64_MAX // kk else -1
+
+
+def notional_margin(price: int, qty: int, k: int, tiers: MarginTiers) -> int:
+    """tiers.initial(price x qty x K): the initial margin of an order or position."""
+    n = small_notional(price, qty, k)
+    if 0 < n < tiers.first_below:
+        return -(-n // tiers.first_leverage)  # div_ceil in the first tier
+    return tiers.initial(price * qty * k)
+
+
+def ceil_notional(price: int, qty: int, k: int, divisor: int) -> int:
+    """ceil(price x qty x K / divisor), divisor > 0."""
+    n = small_notional(price, qty, k)
+    d = small_int(divisor)
+    if n > 0 and 0 < d < _WORD:
+        return -(-n // d)
+    return -(-(price * qty * k) // divisor)
+
+
+def small_requirement(price: int, qty: int, k: int, tiers: MarginTiers, taker_rate: int) -> tuple[int, int] | None:
+    """(tiers.initial(n), fee(n, taker_rate)) for the notional n = price x qty x K, when n
+    is in the first tier and every product fits in 64 bits; else None (the caller computes
+    them with Python ints)."""
+    n = small_notional(price, qty, k)
+    r = small_int(taker_rate)
+    if not 0 < n < tiers.first_below or r == _WORD:
+        return None
+    initial = -(-n // tiers.first_leverage)  # div_ceil
+    if r >= 0:
+        if r and n > _INT64_MAX // r:
+            return None
+        return initial, -(-(n * r) // _SCALE)  # fee(): a charge rounds up
+    if n > _INT64_MAX // -r:
+        return None
+    return initial, -((n * -r) // _SCALE)  # fee(): a rebate rounds down

@@ -118,6 +118,33 @@ def reference_pretrade(replay: Replay, account: str, symbol: str, side: int, pri
                        taker_rate=c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1])
 
 
+def reference_amend(replay: Replay, account: str, symbol: str, oid: int, price: int | None,
+                    qty: int | None) -> str | None:
+    """The amend margin decision the slow, obvious way: an amend the matcher accepts that
+    raises the qty or moves the price is check_order for an order of the amended size, with
+    the pool's figures and the other open orders' exact margin computed afresh (the order's
+    own margin at its current size taken out). Single-asset accounts."""
+    matcher, c = replay.matcher, replay.clearing
+    if matcher.amend_check(account, symbol, oid, price, qty) is not None:
+        return None
+    order = matcher.orders[oid]
+    new_price = order.price if price is None else price
+    new_qty = order.qty if qty is None else qty
+    if new_qty == 0 or (new_qty <= order.qty and new_price == order.price):
+        return None
+    if oid in replay._reduce_only.get(account, ()):
+        return replay._amend_margin(account, symbol, oid, price, qty)  # no margin: not what this checks
+    spec = c.symbols[symbol]
+    mark = c.marks.get(symbol)
+    now = spec.tiers.initial(max(order.price, mark if mark is not None else order.price) * order.qty * spec.k)
+    figures = c.pool(account, spec.settle)
+    intent = OrderIntent(new_qty if order.side == BUY else -new_qty, new_price, False)
+    return check_order(intent, position_qty=0, equity=figures.equity,
+                       initial_in_use=figures.initial + replay._orders_margin(account, spec.settle) - now,
+                       mark=mark, k=spec.k, tiers=spec.tiers,
+                       taker_rate=c.fee_schedule.tiers[c.fee_tier.get(account, 0)][1])
+
+
 def assert_cached_figures_fresh(replay: Replay, where: object) -> None:
     """The pre-trade check's cached pool figures (Replay._pool_figures) and open-order
     bound (Replay._orders_margin_bound) equal the figures computed afresh, for every
@@ -176,6 +203,9 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
                 # as the reference does. Neither changes state the decision depends on.
                 assert (replay._pretrade(account, symbol, side, p, q, reduce_only)
                         == reference_pretrade(replay, account, symbol, side, p, q, reduce_only)), (ts, event)
+            if action == AMEND:  # and so does the amend check (cached figures, bound first)
+                assert (replay._amend_margin(account, symbol, oid, p, q)
+                        == reference_amend(replay, account, symbol, oid, p, q)), (ts, event)
             replay.orders(([ts], [action], [account], [symbol], [oid], [side], [otype], [tif],
                            [p], [q], [STP_CANCEL_TAKER], [reduce_only]))
             # The open-order margin bound the pre-trade fast path trusts is never below the
@@ -207,3 +237,50 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
     note_event(f"insufficient_margin rejects: {min(2, sum(r[5] == 'insufficient_margin' for r in replay.out if r[0] == 'rejected'))}")
     # The replay's own sequence count agrees with the writer's rule (a fill is three rows).
     assert replay.seq == sum(3 if r[0] == "fill" else 1 for r in replay.out)
+
+
+# Orders that rest (buys below 100, sells above) and amends of them by their owners, with
+# marks and transfers between: the amend margin check (cached figures, the open-order
+# bound first) decides as reference_amend does, and so does every new order's check.
+rests = st.tuples(st.just("rest"), st.sampled_from(ACCOUNTS), st.sampled_from(sorted(SYMBOLS)),
+                  st.sampled_from([BUY, SELL]), st.integers(1, 15), st.integers(1, 40))
+amends = st.tuples(st.just("amend"), st.integers(0, 10**6), st.one_of(st.none(), st.integers(85, 115)),
+                   st.one_of(st.none(), st.integers(1, 80)))
+amend_streams = st.lists(st.one_of(rests, rests, amends, amends, amends, marks, transfers), min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=amend_streams, data=st.data())
+def test_amend_margin_check_matches_the_exact_one(stream, data):
+    clearing = opened_clearing(data)
+    matcher = Matcher({s: SymbolRules() for s in SYMBOLS})
+    replay = Replay(matcher, clearing, [], LiquidationRules())
+    placed: list[tuple[int, str, str]] = []  # (order id, account, symbol) of every new order
+    outcomes = set()
+    for ts, event in enumerate(stream, start=1):
+        if event[0] == "rest":
+            _, account, symbol, side, away, qty = event
+            oid = len(placed) + 1
+            price = 100 - away if side == BUY else 100 + away
+            assert (replay._pretrade(account, symbol, side, price, qty, False)
+                    == reference_pretrade(replay, account, symbol, side, price, qty, False)), (ts, event)
+            placed.append((oid, account, symbol))
+            row = (NEW, oid, side, price, qty)
+        elif event[0] == "amend":
+            if not placed:
+                continue
+            _, pick, price, qty = event
+            oid, account, symbol = placed[pick % len(placed)]
+            got = replay._amend_margin(account, symbol, oid, price, qty)
+            assert got == reference_amend(replay, account, symbol, oid, price, qty), (ts, event)
+            outcomes.add(got)
+            row = (AMEND, oid, BUY, price, qty)
+        else:
+            apply_event(replay, ts, event)
+            assert_cached_figures_fresh(replay, (ts, event))
+            continue
+        action, oid, side, price, qty = row
+        replay.orders(([ts], [action], [account], [symbol], [oid], [side], [LIMIT], [GTC],
+                       [price], [qty], [STP_CANCEL_TAKER], [False]))
+        assert_cached_figures_fresh(replay, (ts, event))
+    note_event(f"amend outcomes: {sorted(map(str, outcomes))}")

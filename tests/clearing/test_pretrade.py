@@ -8,9 +8,13 @@ margin 300,000,000,000 (3,000 USDT), taker fee 1,500,000,000 (15 USDT).
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clearing.margin import MarginTiers
-from clearing.pretrade import OrderIntent, check_order
+from clearing.money import fee
+from clearing.pretrade import (OrderIntent, ceil_notional, check_order, headroom, notional_margin, order_requirement,
+                               small_int, small_requirement)
 
 USDT = 100_000_000
 TIERS = MarginTiers.from_rows([[0, 500_000, 0, 10]])
@@ -54,3 +58,51 @@ BASE = dict(k=10_000, tiers=TIERS, taker_rate=50_000)
 ])
 def test_pretrade(intent, state, reason):
     assert check_order(intent, **state, **BASE) == reason
+
+
+# The 64-bit fast path of order_requirement (small_requirement) against the Python-int
+# formulas, over operands on both sides of its limits: factors around 2**31, products
+# around 2**63, the first tier's ceiling, charges and rebates.
+_AROUND = [1, 2, 2**31 - 1, 2**31, 2**31 + 1, 2**62, 2**63, 2**64 + 3]
+factors = st.one_of(st.integers(1, 10**6), st.integers(1, 2**33), st.sampled_from(_AROUND))
+rates = st.one_of(st.integers(-10**6, 10**6), st.sampled_from([0, -1, 1, 2**31 - 1, -(2**31 - 1), 2**31, -(2**31)]))
+first_floors = st.one_of(st.integers(1, 10**13), st.sampled_from([1, 2**62 - 1, 2**62, 2**62 + 1, 2**70]))
+
+
+@settings(max_examples=1_000)
+@given(price=factors, qty=factors, k=factors, taker_rate=rates, floor=first_floors,
+       leverage=st.one_of(st.integers(1, 125), st.sampled_from([2**62 - 1, 2**62])))
+def test_small_requirement_equals_python_ints(price, qty, k, taker_rate, floor, leverage):
+    tiers = MarginTiers((0, floor), (100_000, 200_000), (0, floor // 1_000), (leverage, 1))
+    notional = price * qty * k
+    exact = (tiers.initial(notional), fee(notional, taker_rate))
+    fast = small_requirement(price, qty, k, tiers, taker_rate)
+    assert fast is None or fast == exact
+    for side in (1, -1):
+        assert order_requirement(side * qty, price, None, k, tiers, taker_rate, None) == exact
+    if (max(price, qty, k, abs(taker_rate)) < 2**31 and notional < floor <= 2**62 and leverage < 2**62
+            and notional * abs(taker_rate) < 2**63):
+        assert fast == exact  # everything fits: the fast path must have been taken
+    assert notional_margin(price, qty, k, tiers) == exact[0]
+    assert ceil_notional(price, qty, k, leverage) == -(-notional // leverage)
+
+
+@given(st.one_of(st.integers(), st.sampled_from([2**31 - 1, 2**31, -(2**31 - 1), -(2**31), 2**63, -(2**63) - 1])))
+def test_small_int(x):
+    assert small_int(x) == (x if -2**31 < x < 2**31 else 2**31)
+
+
+def test_small_requirement_takes_a_realistic_order():
+    """A 1 BTC order at 30,000 USDT (K = 10,000, minor unit 1e-8, taker 0.05%) is in the
+    first tier of a realistic table: the fast path applies."""
+    tiers = MarginTiers.from_rows([[0, 400_000, 0], [5_000_000_000_000, 500_000, 5_000_000_000]], max_leverage=50)
+    assert small_requirement(300_000, 1_000, 10_000, tiers, 50_000) == (60_000_000_000, 1_500_000_000)
+
+
+money = st.one_of(st.integers(), st.integers(-10**18, 10**18),
+                  st.sampled_from([2**60 - 1, 2**60, -(2**60 - 1), -(2**60), 2**63, -(2**63) - 1, 2**70]))
+
+
+@given(money, money, money, money)
+def test_headroom_equals_python_ints(equity, taker_fee, in_use, initial):
+    assert headroom(equity, taker_fee, in_use, initial) == equity - taker_fee - in_use - initial
