@@ -38,7 +38,7 @@ class MarginTiers:
         # Per tier: the largest notional for which `both` may use _both_fitting (notional x
         # mmr and the leverage fit in a signed 64-bit integer, the amount in half of one),
         # -1 for none. Derived from the fields above, so not part of the value (__eq__).
-        self._fits = tuple(-1 if abs(a) > _INT64_MAX // 2 or abs(lev) > _INT64_MAX
+        self._fits = tuple(-1 if abs(a) > _INT64_MAX // 2 or abs(lev) > _INT64_MAX or abs(m) > _INT64_MAX
                            else _INT64_MAX // max(abs(m), 1)
                            for m, a, lev in zip(mmr, amounts, max_leverage))
         # The first tier's notional ceiling and max leverage, for clearing/pretrade.py's
@@ -119,6 +119,8 @@ class MarginTiers:
         """(maintenance, initial) of one position: one tier lookup for the two figures the
         replay needs after every fill and before every order."""
         t = bisect_right(self.floors, notional_minor) - 1
+        if t < 0:  # below floors[0] (a negative notional): t is a C index, wraparound off
+            return self.maintenance(notional_minor), self.initial(notional_minor)
         if 0 <= notional_minor <= self._fits[t]:
             return _both_fitting(notional_minor, self.mmr[t], self.amounts[t], self.max_leverage[t], SCALE)
         return (-((self.amounts[t] * SCALE - notional_minor * self.mmr[t]) // SCALE),
