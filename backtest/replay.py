@@ -531,7 +531,10 @@ class Replay:
         if not ids:
             return 0
         resting = self.matcher.orders
-        live = [oid for oid in ids if oid in resting]
+        # An id is live while an order of this account rests under it (a validated dataset
+        # never reuses a `new` id; should one reach the replay anyway, another account's
+        # order under a forgotten id is not this account's margin).
+        live = [oid for oid in ids if oid in resting and resting[oid].account == account]
         if len(live) != len(ids):
             if live:
                 self._reduce_only[account] = live
@@ -705,7 +708,10 @@ class Replay:
         if not ids:
             return 0
         resting = self.matcher.orders
-        live = [oid for oid in ids if oid in resting]
+        # An id is live while an order of this account rests under it (a validated dataset
+        # never reuses a `new` id; should one reach the replay anyway, another account's
+        # order under a forgotten id is not this account's margin).
+        live = [oid for oid in ids if oid in resting and resting[oid].account == account]
         if len(live) != len(ids):
             self.open_orders[account] = live
         total = 0

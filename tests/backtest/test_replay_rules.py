@@ -15,7 +15,7 @@ from backtest.replay import MARGIN_CALL, RANK_FUNDING, RANK_MARKS, RANK_TRANSFER
 from clearing.margin import MarginTiers
 from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
 from matching import Matcher, SymbolRules
-from matching.types import (ACCEPTED, AMEND, AMENDED, BUY, GTC, IOC, LIMIT, MARKET, NEW, REJECTED,
+from matching.types import (ACCEPTED, AMEND, AMENDED, BUY, CANCEL, GTC, IOC, LIMIT, MARKET, NEW, REJECTED,
                             SELL, STP_CANCEL_TAKER)
 
 TIERS = MarginTiers.from_rows([[0, 400_000, 0]], max_leverage=10)
@@ -109,6 +109,20 @@ def test_an_amend_that_raises_exposure_is_checked_with_the_order_counted_once():
     # Reducing is never checked; an unknown order is the matcher's reject.
     assert order(replay, 4, "a", 1, BUY, None, 2, action=AMEND)[0][0] == AMENDED
     assert order(replay, 5, "a", 99, BUY, None, 2, action=AMEND)[0][5] == "unknown_order"
+
+
+def test_an_order_id_reused_by_another_account_is_not_the_first_owners_margin():
+    # A validated dataset never reuses a `new` id; the replay still must not count b's
+    # order as a's. a rests order 1 (margin 100,000) and 2, cancels 1, amends 2 (decided
+    # from the bound, so id 1 stays in a's list), then b rests a large order under id 1:
+    # a's next order is checked against a's own orders only and fits.
+    replay = make({"a": 200_000, "b": 10**9})
+    order(replay, 1, "a", 1, BUY, 1_000, 10)
+    order(replay, 2, "a", 2, BUY, 1_000, 1)
+    order(replay, 3, "a", 1, BUY, None, 0, action=CANCEL)
+    assert order(replay, 4, "a", 2, BUY, 1_001, None, action=AMEND)[0][0] == AMENDED
+    assert order(replay, 5, "b", 1, BUY, 1_000, 5_000)[0][0] == ACCEPTED
+    assert order(replay, 6, "a", 3, BUY, 1_000, 8)[0][0] == ACCEPTED  # 10,010 + 80,000 + 400
 
 
 def test_withdrawals_are_refused_beyond_balance_or_free_margin():
