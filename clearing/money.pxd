@@ -15,3 +15,7 @@ cpdef object _fee_exact(object notional_minor, object rate)
 cpdef object _fee_int64(long long notional_minor, long long rate, long long scale, long long top)
 cpdef tuple funding_amounts_over(object qty_lots, object mark_ticks, object k, object rate_num_abs,
                                  object per)
+cpdef object funding_lots_fitting(object mark_ticks, object k, object rate_num_abs, object per)
+# Every argument and product in C: callers guarantee they fit (funding_lots_fitting).
+@cython.locals(exact=cython.longlong)
+cpdef long long funding_payment_fitting(long long qty_lots, long long unit, long long per, bint pays) except? -1

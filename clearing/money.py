@@ -100,3 +100,29 @@ def funding_amounts_over(qty_lots: int, mark_ticks: int, k: int, rate_num_abs: i
     exact = notional(mark_ticks, qty_lots, k) * rate_num_abs
     return div_ceil(exact, per), div_floor(exact, per)
 
+
+def funding_lots_fitting(mark_ticks: int, k: int, rate_num_abs: int, per: int) -> int:
+    """The largest |qty| for which funding_payment_fitting may stand in for
+    funding_amounts_over at this mark and rate: |qty| x mark x K x |numerator| and `per` fit
+    in a signed 64-bit integer; -1 for none (then every holder takes the exact path).
+
+    >>> funding_lots_fitting(300_001, 10_000, 12_345, 100_000_000)
+    249043
+    """
+    unit = mark_ticks * k * rate_num_abs
+    if unit < 0 or unit > _INT64_MAX or per <= 0 or per > _INT64_MAX:
+        return -1
+    return _INT64_MAX // max(unit, 1)
+
+
+def funding_payment_fitting(qty_lots: int, unit: int, per: int, pays: bool) -> int:
+    """One position's signed funding (negative: it pays) when |qty_lots| is at most
+    funding_lots_fitting(mark, K, |numerator|, per) and unit = mark x K x |numerator|: the
+    same amount as funding_amounts_over's -paid (pays) or received, and compiled (money.pxd)
+    all of it is C arithmetic that cannot overflow (Python's floor division: cdivision off).
+
+    >>> funding_payment_fitting(7, 300_001 * 10_000 * 12_345, 100_000_000, True)
+    -2592459
+    """
+    exact = abs(qty_lots) * unit
+    return (-exact) // per if pays else exact // per

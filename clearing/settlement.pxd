@@ -4,7 +4,8 @@
 cimport cython
 from clearing.ledger cimport Ledger
 from clearing.margin cimport MarginTiers
-from clearing.money cimport div_ceil, fee, funding_amounts_over, notional
+from clearing.money cimport (div_ceil, fee, funding_amounts_over, funding_lots_fitting,
+                             funding_payment_fitting, notional)
 from clearing.positions cimport Position, apply_fill
 
 
@@ -44,6 +45,10 @@ cdef class Clearing:
     cpdef Position _open(self, str account, str symbol)
     @cython.locals(held=dict, pos=Position)
     cpdef object _apply(self, str account, str symbol, object lots, object n)
+    @cython.locals(holders=dict, accounts=list, spec=SymbolSpec, out=list, ledger=Ledger, pos=Position,
+                   qty=cython.longlong, fits=cython.longlong, pays=cython.bint, longs_pay=cython.bint)
+    cpdef list settle_funding(self, object ts, str symbol, object mark, object rate, str reference,
+                              str source=*, object fund_floor=*)
     cpdef str pool_asset(self, str account, str symbol)
     cpdef object pool_rate(self, str account, str symbol)
     @cython.locals(multi=cython.bint, symbols=dict, marks=dict, held=dict, spec=SymbolSpec,

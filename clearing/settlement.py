@@ -21,7 +21,8 @@ from clearing.collateral import (Collateral, converted, effective_margin, from_v
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
-from clearing.money import SCALE, div_ceil, fee, funding_amounts_over, notional
+from clearing.money import (SCALE, div_ceil, fee, funding_amounts_over, funding_lots_fitting,
+                            funding_payment_fitting, notional)
 from clearing.positions import Position, apply_fill
 from matching.types import BUY, SELL
 
@@ -215,8 +216,47 @@ class Clearing:
 
         A funding record is (FUNDING, ts, symbol, account, qty, mark, rate numerator, rate
         denominator (the rate over 1e8 as an exact fraction), signed amount, source)."""
-        spec = self.symbols[symbol]
         rate = Fraction(rate)  # a zero rate still writes its rows (amount 0, the source named)
+        if self.live_parcels[symbol]:
+            return self._settle_funding_with_fund(ts, symbol, mark, rate, reference, source, fund_floor)
+        # No parcel of the fund's: every payer is a user (or `market`), one position each,
+        # so the rows are in account order and the fund's floor has nothing to limit.
+        holders = self.holders[symbol]
+        accounts = sorted(holders)
+        if not accounts:
+            return []
+        spec = self.symbols[symbol]
+        out = self.out
+        ledger = self.ledger
+        settle = spec.settle
+        k = spec.k
+        num, den = rate.numerator, rate.denominator
+        num_abs, per, longs_pay = abs(num), den * SCALE, rate > 0
+        # A holder of at most `fits` lots takes the C path (funding_payment_fitting).
+        unit = mark * k * num_abs
+        fits = funding_lots_fitting(mark, k, num_abs, per)
+        residue = 0
+        for account in accounts:
+            pos = holders[account]
+            qty = pos.qty
+            pays = (qty > 0) == longs_pay
+            if -fits <= qty <= fits:
+                amount = funding_payment_fitting(qty, unit, per, pays)
+            else:
+                paid, received = funding_amounts_over(qty, mark, k, num_abs, per)
+                amount = -paid if pays else received
+            residue -= amount
+            out.append((FUNDING, ts, symbol, account, qty, mark, num, den, amount, source))
+            ledger.post(ts, account, settle, amount, "funding", reference)
+        out.append((FUNDING, ts, symbol, ROUNDING, 0, mark, num, den, residue, source))
+        ledger.post(ts, ROUNDING, settle, residue, "rounding", reference)
+        return accounts
+
+    def _settle_funding_with_fund(self, ts: int, symbol: str, mark: int, rate: Fraction,
+                                  reference: str, source: str, fund_floor: int | None) -> list[str]:
+        """settle_funding when the fund holds parcels in `symbol`: they pay and receive
+        among the users, in (account, parcel) order, under the fund's floor."""
+        spec = self.symbols[symbol]
         out = self.out
         num, den = rate.numerator, rate.denominator
         holders = self.holders[symbol]

@@ -10,7 +10,9 @@ from math import ceil, floor
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clearing.money import SCALE, fee
+from clearing.money import (SCALE, fee, funding_amounts, funding_amounts_over, funding_lots_fitting,
+                            funding_payment_fitting)
+from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
 
 INT64_MAX = 2**63 - 1
 
@@ -30,3 +32,48 @@ def test_fee_is_the_exact_formula_on_either_side_of_the_64_bit_bound(notional, r
     for n in (notional, max(0, bound + step), max(0, INT64_MAX + step)):
         assert fee(n, rate) == exact_fee(n, rate), (n, rate)
 
+
+qtys = st.integers(-10**6, 10**6).filter(bool)
+
+
+@given(qtys, st.integers(1, 10**8), st.sampled_from([1, 10, 10_000, 10**9]),
+       st.one_of(st.integers(-300_000, 300_000), st.fractions(-300_000, 300_000, max_denominator=10**6),
+                 st.integers(-10**12, 10**12)),
+       st.integers(-2, 2))
+def test_funding_payment_fitting_is_funding_amounts_up_to_its_bound(qty, mark, k, rate, step):
+    rate = Fraction(rate)
+    num_abs, per = abs(rate.numerator), rate.denominator * SCALE
+    fits = funding_lots_fitting(mark, k, num_abs, per)
+    unit = mark * k * num_abs
+    if fits >= 0:  # the bound is right: its products fit, one more lot's does not
+        assert fits * unit <= INT64_MAX and per <= INT64_MAX
+        assert unit == 0 or (fits + 1) * unit > INT64_MAX
+    else:
+        assert unit > INT64_MAX or per > INT64_MAX
+    for q in (qty, fits + step, -(fits + step)):
+        if q == 0 or abs(q) > fits:
+            continue
+        paid, received = funding_amounts_over(q, mark, k, num_abs, per)
+        assert funding_payment_fitting(q, unit, per, True) == -paid
+        assert funding_payment_fitting(q, unit, per, False) == received
+
+
+def test_settle_funding_books_holders_past_the_64_bit_bound_exactly():
+    """Holders on both sides of funding_lots_fitting's bound in one funding time: each pays
+    or receives funding_amounts, and `rounding` the residue."""
+    mark, k, rate = 10**8, 10_000, 300_000
+    fits = funding_lots_fitting(mark, k, rate, SCALE)
+    assert fits == 30
+    c = Clearing({"X": SymbolSpec("USDT", k)}, FeeSchedule(((0, 0),)))
+    c.load_position("a", "X", fits, mark)  # long, at the bound: the C path
+    c.load_position("b", "X", 3 * fits + 7, mark)  # long, past it: the exact path
+    c.load_position("c", "X", -(4 * fits + 7), mark)  # short, past it
+    assert c.settle_funding(1, "X", mark, rate, "funding-1") == ["a", "b", "c"]
+    a = -funding_amounts(fits, mark, k, rate)[0]
+    b = -funding_amounts(3 * fits + 7, mark, k, rate)[0]
+    short = funding_amounts(-(4 * fits + 7), mark, k, rate)[1]
+    assert [r[3:] for r in c.out if r[0] == "funding"] == [
+        ("a", fits, mark, rate, 1, a, "table"), ("b", 3 * fits + 7, mark, rate, 1, b, "table"),
+        ("c", -(4 * fits + 7), mark, rate, 1, short, "table"),
+        ("rounding", 0, mark, rate, 1, -(a + b + short), "table")]
+    assert c.ledger.balance("rounding", "USDT") == -(a + b + short) >= 0
