@@ -38,9 +38,12 @@ cdef class Clearing:
     cdef public list out
 
     cpdef object position(self, str account, str symbol)
-    @cython.locals(spec=SymbolSpec, schedule=tuple, ledger=Ledger)
+    @cython.locals(spec=SymbolSpec, schedule=tuple)
     cpdef tuple settle_fill(self, object ts, str symbol, object price, object qty, bint taker_side_buy,
                             str taker, str maker, str reference)
+    @cython.locals(ledger=Ledger)
+    cpdef _clear_side(self, object ts, str account, str symbol, object lots, object n, object paid,
+                      str settle, str reference)
     @cython.locals(held=dict)
     cpdef Position _open(self, str account, str symbol)
     @cython.locals(held=dict, pos=Position)

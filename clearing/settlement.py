@@ -161,16 +161,21 @@ class Clearing:
         taker_fee = fee(n, taker_rate)
         maker_fee = fee(n, maker_rate)
         signed = qty if taker_side_buy else -qty
-        ledger = self.ledger
-        settle = spec.settle
-        for account, lots, paid in ((taker, signed, taker_fee), (maker, -signed, maker_fee)):
-            realised = self._apply(account, symbol, lots, n)
-            if realised:
-                ledger.post(ts, account, settle, realised, "realised_pnl", reference)
-            if paid:
-                ledger.post(ts, account, settle, -paid, "fee", reference)
-                ledger.post(ts, FEES, settle, paid, "fee", reference)
+        self._clear_side(ts, taker, symbol, signed, n, taker_fee, spec.settle, reference)
+        self._clear_side(ts, maker, symbol, -signed, n, maker_fee, spec.settle, reference)
         return taker_fee, maker_fee
+
+    def _clear_side(self, ts: int, account: str, symbol: str, lots: int, n: int, paid: int,
+                    settle: str, reference: str) -> None:
+        """One side of settle_fill: book `lots` (signed) of notional `n` into the account's
+        position, then its realised PnL and its fee (paid to `fees`; negative: a rebate)."""
+        ledger = self.ledger
+        realised = self._apply(account, symbol, lots, n)
+        if realised:
+            ledger.post(ts, account, settle, realised, "realised_pnl", reference)
+        if paid:
+            ledger.post(ts, account, settle, -paid, "fee", reference)
+            ledger.post(ts, FEES, settle, paid, "fee", reference)
 
     def _open(self, account: str, symbol: str) -> Position:
         pos = Position()
