@@ -411,7 +411,7 @@ class Replay:
             r = out[j]
             if r[0] == FILL:
                 seq += 1
-                reference = "fill:%d" % seq
+                reference = f"fill:{seq}"  # compiled: seq is a C integer, formatted in C
                 taker_id = r[6]
                 context = self._liq_orders.get(taker_id) if taker_id < 0 else None
                 if context is None:
