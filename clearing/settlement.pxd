@@ -52,6 +52,13 @@ cdef class Clearing:
                    qty=cython.longlong, fits=cython.longlong, pays=cython.bint, longs_pay=cython.bint)
     cpdef list settle_funding(self, object ts, str symbol, object mark, object rate, str reference,
                               str source=*, object fund_floor=*)
+    cpdef fund_post(self, object ts, str asset, object amount, str kind, str reference, str cause,
+                    object liquidation_id)
+    cpdef fund_record(self, object ts, str asset, object change, str cause, object liquidation_id)
+    @cython.locals(spec=SymbolSpec, long_parcel=cython.bint)
+    cpdef object settle_parcel_fill(self, object ts, object parcel, object price, object qty, str maker,
+                                    str reference)
+    cpdef _forget_if_closed(self, object parcel)
     cpdef str pool_asset(self, str account, str symbol)
     cpdef object pool_rate(self, str account, str symbol)
     @cython.locals(multi=cython.bint, symbols=dict, marks=dict, held=dict, spec=SymbolSpec,
