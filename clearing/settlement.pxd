@@ -49,7 +49,7 @@ cdef class Clearing:
     @cython.locals(held=dict, pos=Position)
     cpdef object _apply(self, str account, str symbol, object lots, object n)
     @cython.locals(holders=dict, accounts=list, spec=SymbolSpec, out=list, ledger=Ledger, pos=Position,
-                   qty=cython.longlong, fits=cython.longlong, pays=cython.bint, longs_pay=cython.bint)
+                   qty=cython.longlong, fits=cython.longlong, longs_pay=cython.bint)
     cpdef list settle_funding(self, object ts, str symbol, object mark, object rate, str reference,
                               str source=*, object fund_floor=*)
     cpdef fund_post(self, object ts, str asset, object amount, str kind, str reference, str cause,
@@ -67,3 +67,6 @@ cdef class Clearing:
 
 
 cpdef bint is_exchange_account(str account) except -1
+# qty and fits in C: a position's qty is a C long long (Position), and fits is at most 2^63-1.
+cpdef object _funding_amount(long long qty, bint pays, object mark, object k, object num_abs, object per,
+                             object unit, long long fits)

@@ -244,12 +244,7 @@ class Clearing:
         for account in accounts:
             pos = holders[account]
             qty = pos.qty
-            pays = (qty > 0) == longs_pay
-            if -fits <= qty <= fits:
-                amount = funding_payment_fitting(qty, unit, per, pays)
-            else:
-                paid, received = funding_amounts_over(qty, mark, k, num_abs, per)
-                amount = -paid if pays else received
+            amount = _funding_amount(qty, (qty > 0) == longs_pay, mark, k, num_abs, per, unit, fits)
             residue -= amount
             out.append((FUNDING, ts, symbol, account, qty, mark, num, den, amount, source))
             ledger.post(ts, account, settle, amount, "funding", reference)
@@ -271,11 +266,13 @@ class Clearing:
             return []
         payers.sort(key=lambda e: (e[0], e[1]))
         amounts = []
-        # funding_amounts per holder, with the rate split once (funding_amounts_over).
+        # funding_amounts per holder, with the rate split once (_funding_amount).
         num_abs, per, longs_pay = abs(num), den * SCALE, rate > 0
+        unit = mark * spec.k * num_abs
+        fits = funding_lots_fitting(mark, spec.k, num_abs, per)
         for _, _, pos in payers:
-            paid, received = funding_amounts_over(pos.qty, mark, spec.k, num_abs, per)
-            amounts.append(-paid if (pos.qty > 0) == longs_pay else received)
+            amounts.append(_funding_amount(pos.qty, (pos.qty > 0) == longs_pay, mark, spec.k, num_abs, per,
+                                           unit, fits))
         if fund_floor is not None:
             self._limit_fund_funding(payers, amounts, spec.settle, fund_floor)
         # The fund's receipts are booked before its payments, so its balance after every
@@ -649,6 +646,18 @@ class Clearing:
         """Net lots of every position in `symbol`, the fund's parcels included."""
         return (sum(p.qty for p in self.holders[symbol].values())
                 + sum(p.qty for p in self.live_parcels[symbol]))
+
+
+def _funding_amount(qty: int, pays: bool, mark: int, k: int, num_abs: int, per: int, unit: int,
+                    fits: int) -> int:
+    """One position's signed funding (negative: it pays) at a funding time whose rate is
+    split into |numerator| and per (funding_amounts_over), with unit = mark x K x
+    |numerator| and fits = funding_lots_fitting(mark, K, |numerator|, per): C arithmetic
+    when |qty| <= fits, funding_amounts_over otherwise."""
+    if -fits <= qty <= fits:
+        return funding_payment_fitting(qty, unit, per, pays)
+    paid, received = funding_amounts_over(qty, mark, k, num_abs, per)
+    return -paid if pays else received
 
 
 _EXCHANGE_ACCOUNTS = frozenset(EXCHANGE_ACCOUNTS)  # a hash lookup, not six string compares

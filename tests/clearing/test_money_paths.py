@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from clearing.money import (SCALE, fee, funding_amounts, funding_amounts_over, funding_lots_fitting,
                             funding_payment_fitting)
+from clearing.liquidation import Parcel
 from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
 
 INT64_MAX = 2**63 - 1
@@ -77,3 +78,26 @@ def test_settle_funding_books_holders_past_the_64_bit_bound_exactly():
         ("c", -(4 * fits + 7), mark, rate, 1, short, "table"),
         ("rounding", 0, mark, rate, 1, -(a + b + short), "table")]
     assert c.ledger.balance("rounding", "USDT") == -(a + b + short) >= 0
+
+
+def test_settle_funding_with_fund_parcels_books_both_sides_of_the_bound_exactly():
+    """The general path (the fund holds parcels): users and parcels on both sides of the
+    64-bit bound pay or receive funding_amounts; the fund's rows come in name order."""
+    mark, k, rate = 10**8, 10_000, 300_000
+    fits = funding_lots_fitting(mark, k, rate, SCALE)
+    c = Clearing({"X": SymbolSpec("USDT", k)}, FeeSchedule(((0, 0),)))
+    c.load_position("a", "X", fits, mark)  # long, at the bound
+    c.load_position("z", "X", 5 * fits, mark)  # long, past it
+    c.load_position("b", "X", -fits, mark)  # short, at the bound
+    for i, qty in enumerate((-fits + 1, -(5 * fits) - 1)):  # short parcels: they receive
+        parcel = Parcel(i, "gone", "X", "USDT", 0, mark, qty, abs(qty) * mark * k, qty, abs(qty) * mark * k, "x")
+        c.parcels.append(parcel)
+        c.live_parcels["X"].append(parcel)
+    assert c.settle_funding(1, "X", mark, rate, "funding-1", fund_floor=0) == ["a", "b", "z"]
+    paid = {q: -funding_amounts(q, mark, k, rate)[0] for q in (fits, 5 * fits)}
+    got = {q: funding_amounts(q, mark, k, rate)[1] for q in (-fits, -fits + 1, -(5 * fits) - 1)}
+    rows = [(r[3], r[4], r[8]) for r in c.out if r[0] == "funding"]
+    assert rows == [("a", fits, paid[fits]), ("b", -fits, got[-fits]),
+                    ("insurance_fund", -fits + 1, got[-fits + 1]),
+                    ("insurance_fund", -(5 * fits) - 1, got[-(5 * fits) - 1]),
+                    ("z", 5 * fits, paid[5 * fits]), ("rounding", 0, -sum(r[2] for r in rows[:-1]))]
