@@ -409,7 +409,8 @@ class Replay:
         c = self.clearing
         for j in range(n0, n1):
             r = out[j]
-            if r[0] == FILL:
+            kind = r[0]  # compiled: a str (every record's tag is), compared in C
+            if kind == FILL:
                 seq += 1
                 reference = f"fill:{seq}"  # compiled: seq is a C integer, formatted in C
                 taker_id = r[6]
