@@ -77,7 +77,8 @@ cdef class Replay:
     @cython.locals(i=Py_ssize_t, n0=Py_ssize_t, out=list)
     cpdef orders(self, tuple cols)
     cpdef until(self, object ts)
-    @cython.locals(out=list, n1=Py_ssize_t, j=Py_ssize_t, r=tuple, seq=cython.longlong, c=Clearing)
+    @cython.locals(out=list, n1=Py_ssize_t, j=Py_ssize_t, r=tuple, kind=str, seq=cython.longlong,
+                   c=Clearing)
     cpdef object _clear_fills(self, object ts, Py_ssize_t n0)
     @cython.locals(c=Clearing, spec=SymbolSpec, multi=cython.bint)
     cpdef object _pretrade(self, str account, str symbol, int side, object price, object qty,

@@ -412,9 +412,10 @@ class Replay:
         c = self.clearing
         for j in range(n0, n1):
             r = out[j]
-            if r[0] == FILL:
+            kind = r[0]  # compiled: a str (every record's tag is), compared in C
+            if kind == FILL:
                 seq += 1
-                reference = "fill:%d" % seq
+                reference = f"fill:{seq}"  # compiled: seq is a C integer, formatted in C
                 taker_id = r[6]
                 context = self._liq_orders.get(taker_id) if taker_id < 0 else None
                 if context is None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 SCALE = 100_000_000  # rates, fee rates, margin ratios, funding rates are integers over this
+_INT64_MAX = (1 << 63) - 1  # the largest signed 64-bit integer (the C paths' bound)
+_INT64_MAX_NEG = -_INT64_MAX  # its negation (a constant: compiled, a negation is a Python call)
 
 
 def div_floor(a: int, b: int) -> int:
@@ -46,9 +48,29 @@ def fee(notional_minor: int, rate: int) -> int:
     >>> fee(21_000_070_000, 50_000), fee(21_000_070_000, 12_345), fee(1_000, -20_000)
     (10500035, 2592459, 0)
     """
+    if 0 <= notional_minor <= _INT64_MAX and _INT64_MAX_NEG <= rate <= _INT64_MAX:
+        return _fee_int64(notional_minor, rate, SCALE, _INT64_MAX)
+    return _fee_exact(notional_minor, rate)
+
+
+def _fee_exact(notional_minor: int, rate: int) -> int:
+    """fee's formula on Python integers of any size."""
     if rate >= 0:
         return div_ceil(notional_minor * rate, SCALE)
     return -div_floor(notional_minor * -rate, SCALE)
+
+
+def _fee_int64(notional_minor: int, rate: int, scale: int, top: int) -> int:
+    """fee when 0 <= notional_minor <= top and |rate| <= top, `scale` being SCALE and `top`
+    2^63 - 1. Compiled (money.pxd), all four are C integers, and when notional x |rate| is
+    at most top too (a real fill: 1e12 minor units at 5e4 is 5e16) the formula is C
+    arithmetic that cannot overflow (Python's floor division: cdivision off); otherwise it
+    is _fee_exact's."""
+    if notional_minor > top // max(abs(rate), 1):
+        return _fee_exact(notional_minor, rate)
+    if rate >= 0:
+        return -(-(notional_minor * rate) // scale)
+    return -((notional_minor * -rate) // scale)
 
 
 def funding_amounts(qty_lots: int, mark_ticks: int, k: int, rate: int | Fraction) -> tuple[int, int]:
@@ -77,3 +99,30 @@ def funding_amounts_over(qty_lots: int, mark_ticks: int, k: int, rate_num_abs: i
     """
     exact = notional(mark_ticks, qty_lots, k) * rate_num_abs
     return div_ceil(exact, per), div_floor(exact, per)
+
+
+def funding_lots_fitting(mark_ticks: int, k: int, rate_num_abs: int, per: int) -> int:
+    """The largest |qty| for which funding_payment_fitting may stand in for
+    funding_amounts_over at this mark and rate: |qty| x mark x K x |numerator| and `per` fit
+    in a signed 64-bit integer; -1 for none (then every holder takes the exact path).
+
+    >>> funding_lots_fitting(300_001, 10_000, 12_345, 100_000_000)
+    249043
+    """
+    unit = mark_ticks * k * rate_num_abs
+    if unit < 0 or unit > _INT64_MAX or per <= 0 or per > _INT64_MAX:
+        return -1
+    return _INT64_MAX // max(unit, 1)
+
+
+def funding_payment_fitting(qty_lots: int, unit: int, per: int, pays: bool) -> int:
+    """One position's signed funding (negative: it pays) when |qty_lots| is at most
+    funding_lots_fitting(mark, K, |numerator|, per) and unit = mark x K x |numerator|: the
+    same amount as funding_amounts_over's -paid (pays) or received, and compiled (money.pxd)
+    all of it is C arithmetic that cannot overflow (Python's floor division: cdivision off).
+
+    >>> funding_payment_fitting(7, 300_001 * 10_000 * 12_345, 100_000_000, True)
+    -2592459
+    """
+    exact = abs(qty_lots) * unit
+    return (-exact) // per if pays else exact // per

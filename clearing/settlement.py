@@ -21,7 +21,8 @@ from clearing.collateral import (Collateral, converted, effective_margin, from_v
 from clearing.ledger import EXCHANGE_ACCOUNTS, Ledger
 from clearing.liquidation import Parcel, bankruptcy_notional, display_price, takeover_shares
 from clearing.margin import AccountMargin, MarginTiers
-from clearing.money import SCALE, div_ceil, fee, funding_amounts_over, notional
+from clearing.money import (SCALE, div_ceil, fee, funding_amounts_over, funding_lots_fitting,
+                            funding_payment_fitting, notional)
 from clearing.positions import Position, apply_fill
 from matching.types import BUY, SELL
 
@@ -160,16 +161,21 @@ class Clearing:
         taker_fee = fee(n, taker_rate)
         maker_fee = fee(n, maker_rate)
         signed = qty if taker_side_buy else -qty
-        ledger = self.ledger
-        settle = spec.settle
-        for account, lots, paid in ((taker, signed, taker_fee), (maker, -signed, maker_fee)):
-            realised = self._apply(account, symbol, lots, n)
-            if realised:
-                ledger.post(ts, account, settle, realised, "realised_pnl", reference)
-            if paid:
-                ledger.post(ts, account, settle, -paid, "fee", reference)
-                ledger.post(ts, FEES, settle, paid, "fee", reference)
+        self._clear_side(ts, taker, symbol, signed, n, taker_fee, spec.settle, reference)
+        self._clear_side(ts, maker, symbol, -signed, n, maker_fee, spec.settle, reference)
         return taker_fee, maker_fee
+
+    def _clear_side(self, ts: int, account: str, symbol: str, lots: int, n: int, paid: int,
+                    settle: str, reference: str) -> None:
+        """One side of settle_fill: book `lots` (signed) of notional `n` into the account's
+        position, then its realised PnL and its fee (paid to `fees`; negative: a rebate)."""
+        ledger = self.ledger
+        realised = self._apply(account, symbol, lots, n)
+        if realised:
+            ledger.post(ts, account, settle, realised, "realised_pnl", reference)
+        if paid:
+            ledger.post(ts, account, settle, -paid, "fee", reference)
+            ledger.post(ts, FEES, settle, paid, "fee", reference)
 
     def _open(self, account: str, symbol: str) -> Position:
         pos = Position()
@@ -215,8 +221,42 @@ class Clearing:
 
         A funding record is (FUNDING, ts, symbol, account, qty, mark, rate numerator, rate
         denominator (the rate over 1e8 as an exact fraction), signed amount, source)."""
-        spec = self.symbols[symbol]
         rate = Fraction(rate)  # a zero rate still writes its rows (amount 0, the source named)
+        if self.live_parcels[symbol]:
+            return self._settle_funding_with_fund(ts, symbol, mark, rate, reference, source, fund_floor)
+        # No parcel of the fund's: every payer is a user (or `market`), one position each,
+        # so the rows are in account order and the fund's floor has nothing to limit.
+        holders = self.holders[symbol]
+        accounts = sorted(holders)
+        if not accounts:
+            return []
+        spec = self.symbols[symbol]
+        out = self.out
+        ledger = self.ledger
+        settle = spec.settle
+        k = spec.k
+        num, den = rate.numerator, rate.denominator
+        num_abs, per, longs_pay = abs(num), den * SCALE, rate > 0
+        # A holder of at most `fits` lots takes the C path (funding_payment_fitting).
+        unit = mark * k * num_abs
+        fits = funding_lots_fitting(mark, k, num_abs, per)
+        residue = 0
+        for account in accounts:
+            pos = holders[account]
+            qty = pos.qty
+            amount = _funding_amount(qty, (qty > 0) == longs_pay, mark, k, num_abs, per, unit, fits)
+            residue -= amount
+            out.append((FUNDING, ts, symbol, account, qty, mark, num, den, amount, source))
+            ledger.post(ts, account, settle, amount, "funding", reference)
+        out.append((FUNDING, ts, symbol, ROUNDING, 0, mark, num, den, residue, source))
+        ledger.post(ts, ROUNDING, settle, residue, "rounding", reference)
+        return accounts
+
+    def _settle_funding_with_fund(self, ts: int, symbol: str, mark: int, rate: Fraction,
+                                  reference: str, source: str, fund_floor: int | None) -> list[str]:
+        """settle_funding when the fund holds parcels in `symbol`: they pay and receive
+        among the users, in (account, parcel) order, under the fund's floor."""
+        spec = self.symbols[symbol]
         out = self.out
         num, den = rate.numerator, rate.denominator
         holders = self.holders[symbol]
@@ -226,11 +266,13 @@ class Clearing:
             return []
         payers.sort(key=lambda e: (e[0], e[1]))
         amounts = []
-        # funding_amounts per holder, with the rate split once (funding_amounts_over).
+        # funding_amounts per holder, with the rate split once (_funding_amount).
         num_abs, per, longs_pay = abs(num), den * SCALE, rate > 0
+        unit = mark * spec.k * num_abs
+        fits = funding_lots_fitting(mark, spec.k, num_abs, per)
         for _, _, pos in payers:
-            paid, received = funding_amounts_over(pos.qty, mark, spec.k, num_abs, per)
-            amounts.append(-paid if (pos.qty > 0) == longs_pay else received)
+            amounts.append(_funding_amount(pos.qty, (pos.qty > 0) == longs_pay, mark, spec.k, num_abs, per,
+                                           unit, fits))
         if fund_floor is not None:
             self._limit_fund_funding(payers, amounts, spec.settle, fund_floor)
         # The fund's receipts are booked before its payments, so its balance after every
@@ -604,6 +646,18 @@ class Clearing:
         """Net lots of every position in `symbol`, the fund's parcels included."""
         return (sum(p.qty for p in self.holders[symbol].values())
                 + sum(p.qty for p in self.live_parcels[symbol]))
+
+
+def _funding_amount(qty: int, pays: bool, mark: int, k: int, num_abs: int, per: int, unit: int,
+                    fits: int) -> int:
+    """One position's signed funding (negative: it pays) at a funding time whose rate is
+    split into |numerator| and per (funding_amounts_over), with unit = mark x K x
+    |numerator| and fits = funding_lots_fitting(mark, K, |numerator|, per): C arithmetic
+    when |qty| <= fits, funding_amounts_over otherwise."""
+    if -fits <= qty <= fits:
+        return funding_payment_fitting(qty, unit, per, pays)
+    paid, received = funding_amounts_over(qty, mark, k, num_abs, per)
+    return -paid if pays else received
 
 
 _EXCHANGE_ACCOUNTS = frozenset(EXCHANGE_ACCOUNTS)  # a hash lookup, not six string compares
