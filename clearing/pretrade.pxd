@@ -11,7 +11,7 @@ cpdef object check_order_parts(object qty_signed, object limit, bint reduce_only
 cpdef object order_requirement(object qty_signed, object limit, object mark, object k,
                                MarginTiers tiers, object taker_rate, object rate)
 
-cdef long long _WORD, _INT64_MAX, _SCALE, _MONEY
+cdef long long _WORD, _INT64_MAX, _MONEY
 @cython.locals(v=cython.longlong)
 cpdef long long small_int(object x) except? -1
 @cython.locals(e=cython.longlong, f=cython.longlong, u=cython.longlong, m=cython.longlong)
@@ -22,5 +22,5 @@ cpdef long long small_notional(object price, object qty, object k) except? -1
 cpdef object notional_margin(object price, object qty, object k, MarginTiers tiers)
 @cython.locals(n=cython.longlong, d=cython.longlong)
 cpdef object ceil_notional(object price, object qty, object k, object divisor)
-@cython.locals(n=cython.longlong, r=cython.longlong, initial=cython.longlong)
+@cython.locals(n=cython.longlong)
 cpdef tuple small_requirement(object price, object qty, object k, MarginTiers tiers, object taker_rate)

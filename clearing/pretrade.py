@@ -22,12 +22,11 @@ from dataclasses import dataclass
 
 from clearing.collateral import to_valuation
 from clearing.margin import MarginTiers
-from clearing.money import SCALE, fee
+from clearing.money import fee
 
 _WORD = 2**31  # the fast paths' factors and rates are below this in magnitude
 _INT64_MAX = 2**63 - 1
 _MONEY = 2**60  # headroom's amounts are below this in magnitude
-_SCALE = SCALE  # (a C integer when compiled)
 
 R_INSUFFICIENT_MARGIN = "insufficient_margin"
 R_REDUCE_ONLY_WOULD_INCREASE = "reduce_only_would_increase"
@@ -174,17 +173,10 @@ def ceil_notional(price: int, qty: int, k: int, divisor: int) -> int:
 
 def small_requirement(price: int, qty: int, k: int, tiers: MarginTiers, taker_rate: int) -> tuple[int, int] | None:
     """(tiers.initial(n), fee(n, taker_rate)) for the notional n = price x qty x K, when n
-    is in the first tier and every product fits in 64 bits; else None (the caller computes
-    them with Python ints)."""
+    fits in 64 bits and lies in the first tier: the initial margin in C, the fee by `fee`
+    (which has its own 64-bit path, clearing/money.py); else None (the caller computes both
+    with Python ints)."""
     n = small_notional(price, qty, k)
-    r = small_int(taker_rate)
-    if not 0 < n < tiers.first_below or r == _WORD:
+    if not 0 < n < tiers.first_below:
         return None
-    initial = -(-n // tiers.first_leverage)  # div_ceil
-    if r >= 0:
-        if r and n > _INT64_MAX // r:
-            return None
-        return initial, -(-(n * r) // _SCALE)  # fee(): a charge rounds up
-    if n > _INT64_MAX // -r:
-        return None
-    return initial, -((n * -r) // _SCALE)  # fee(): a rebate rounds down
+    return -(-n // tiers.first_leverage), fee(n, taker_rate)  # div_ceil; a charge rounds up

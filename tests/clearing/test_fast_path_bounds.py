@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from clearing.margin import MarginTiers
-from clearing.money import fee
+from clearing.money import SCALE, fee
 from clearing.pretrade import headroom, small_notional, small_requirement
 
 INT64_MAX = 2**63 - 1
@@ -29,10 +29,16 @@ def _split(n: int) -> tuple[int, int, int] | None:
     return None
 
 
+def exact_fee(n: int, rate: int) -> int:
+    """clearing/money.py's fee formula on Python ints (a charge rounds up, a rebate down)."""
+    return -(-(n * rate) // SCALE) if rate >= 0 else -((n * -rate) // SCALE)
+
+
 def test_small_requirement_at_the_fee_products_bound():
     """For each rate, notionals n = INT64_MAX // |rate| - 1 .. + 2 (those that split into
-    factors below 2**31 and stay in the first tier): the fast path gives the Python-int
-    figures when n x |rate| fits, else None (never a wrapped product)."""
+    factors below 2**31 and stay in the first tier): the order's initial margin and fee are
+    the Python-int figures on both sides of the bound where n x |rate| stops fitting in 64
+    bits (fee's own fast path ends there)."""
     tiers = MarginTiers((0, 2**62), (0, 0), (0, 0), (7, 1))
     checked = 0
     for r in [*range(2, 400), 2**31 - 1, 2**31 - 2, 10_000_000, 99_999_999, 12_345, 50_000]:
@@ -41,8 +47,8 @@ def test_small_requirement_at_the_fee_products_bound():
                 parts = _split(n) if n < 2**62 else None
                 if parts is None:
                     continue
-                want = (-(-n // 7), fee(n, rate)) if n * r <= INT64_MAX else None
-                assert small_requirement(*parts, tiers, rate) == want, (rate, n, parts)
+                assert small_requirement(*parts, tiers, rate) == (-(-n // 7), exact_fee(n, rate)), (rate, n)
+                assert fee(n, rate) == exact_fee(n, rate), (rate, n)
                 checked += 1
     assert checked >= 20
 
