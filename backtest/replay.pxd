@@ -98,6 +98,8 @@ cdef class Replay:
     cpdef object _orders_margin_bound_of(self, str account, str asset, dict aggregate)
     @cython.locals(aggregate=dict, entry=tuple)
     cpdef _bound_add(self, str account, str symbol, object qty, object price)
+    @cython.locals(resting=dict)
+    cpdef list _resting_of(self, str account, list ids)
     @cython.locals(ids=list, aggregate=dict, resting=dict, live=list, spec=SymbolSpec,
                    symbols=dict, marks=dict, entry=tuple)
     cpdef object _orders_margin(self, str account, str asset)

@@ -526,16 +526,20 @@ class Replay:
         figures = pools[asset] = (equity, initial)
         return figures
 
+    def _resting_of(self, account: str, ids: list[int]) -> list[int]:
+        """The ids among `ids` under which an order of `account` still rests, in order. (A
+        validated dataset never reuses a `new` id; should one reach the replay anyway,
+        another account's order under an id this account forgot is not this account's.)"""
+        resting = self.matcher.orders
+        return [oid for oid in ids if oid in resting and resting[oid].account == account]
+
     def _reduce_only_qty(self, account: str, symbol: str, side: int) -> int:
         """Open lots of the account's resting reduce-only orders in `symbol` on `side`."""
         ids = self._reduce_only.get(account)
         if not ids:
             return 0
         resting = self.matcher.orders
-        # An id is live while an order of this account rests under it (a validated dataset
-        # never reuses a `new` id; should one reach the replay anyway, another account's
-        # order under a forgotten id is not this account's margin).
-        live = [oid for oid in ids if oid in resting and resting[oid].account == account]
+        live = self._resting_of(account, ids)
         if len(live) != len(ids):
             if live:
                 self._reduce_only[account] = live
@@ -709,10 +713,7 @@ class Replay:
         if not ids:
             return 0
         resting = self.matcher.orders
-        # An id is live while an order of this account rests under it (a validated dataset
-        # never reuses a `new` id; should one reach the replay anyway, another account's
-        # order under a forgotten id is not this account's margin).
-        live = [oid for oid in ids if oid in resting and resting[oid].account == account]
+        live = self._resting_of(account, ids)
         if len(live) != len(ids):
             self.open_orders[account] = live
         total = 0
