@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from heapq import heappop, heappush
 from pathlib import Path
 
@@ -120,45 +121,47 @@ def calibration(n: int = CALIBRATION_N) -> int:
     return check + len(live)
 
 
-# A workload for `measure`: a fresh run of it (`slowdown` copies of the state, each given
-# every batch) as a list of batch appliers, one call per batch, each made after its
-# calibration chunk. Whatever a fresh run needs (a book, a replay's opening state and its
-# order batches) is built before the clock starts.
-Round = Callable[[], list[Callable[[], None]]]
+# A workload for `measure`: called with `slowdown` before each round, it builds that round's
+# fresh state (`slowdown` copies of it, each given every batch) outside the clock and
+# returns one step per batch, each timed right after its calibration chunk.
+Workload = Callable[[int], list[Callable[[], None]]]
 
 
-def _matcher_round(cols) -> Callable[[int], Round]:
+def _matcher_batch(matchers: list, batch: list[list]) -> None:
+    for m in matchers:  # slowdown > 1: the same work again on purpose
+        m.apply_columns(*batch)
+        m.out.clear()
+
+
+def _matcher_round(cols) -> Workload:
     """The matcher over `cols` (an order stream), BATCH instructions at a time."""
+    from matching import Matcher, SymbolRules
     args = cols.matcher_args()
     batches = [[a[i:i + BATCH] for a in args] for i in range(0, len(cols), BATCH)]
 
-    def prepare(slowdown: int) -> Round:
-        def fresh() -> list[Callable[[], None]]:
-            from matching import Matcher, SymbolRules
-            matchers = [Matcher({"BTCUSDT": SymbolRules()}) for _ in range(slowdown)]
-
-            def apply(batch: list[list]) -> Callable[[], None]:
-                def run() -> None:
-                    for m in matchers:  # slowdown > 1: the same work again on purpose
-                        m.apply_columns(*batch)
-                        m.out.clear()
-                return run
-            return [apply(batch) for batch in batches]
-        return fresh
-    return prepare
+    def fresh(slowdown: int) -> list[Callable[[], None]]:
+        matchers = [Matcher({"BTCUSDT": SymbolRules()}) for _ in range(slowdown)]
+        return [partial(_matcher_batch, matchers, batch) for batch in batches]
+    return fresh
 
 
-def realistic_batches() -> Callable[[int], Round]:
+def realistic_workload() -> Workload:
     from datasets.order_streams import realistic_stream
     return _matcher_round(realistic_stream(200_000, seed=1))
 
 
-def adversarial_batches() -> Callable[[int], Round]:
+def adversarial_workload() -> Workload:
     from datasets.order_streams import adversarial_stream
     return _matcher_round(adversarial_stream(200_000, seed=1))
 
 
-def replay_batches() -> Callable[[int], Round]:
+def _replay_batch(replays: list, j: int) -> None:
+    for replay, batches in replays:  # slowdown > 1: the same work again on purpose
+        replay.orders(batches[j])
+        replay.out.clear()
+
+
+def replay_workload() -> Workload:
     """The replay loop (`backtest run` without reading or writing: pre-trade checks,
     matching, clearing, funding, margin checks) over a generated clearing stream of 100k
     instructions, 2,000 accounts each holding a position, BATCH instructions at a time."""
@@ -168,42 +171,32 @@ def replay_batches() -> Callable[[int], Round]:
     folder = tempfile.TemporaryDirectory(prefix="bench-gate-")
     dataset = write_clearing_dataset(Path(folder.name) / "d", n=100_000, seed=1, accounts=2_000)
 
-    def prepare(slowdown: int) -> Round:
-        def fresh(folder: tempfile.TemporaryDirectory = folder) -> list[Callable[[], None]]:
-            # (`folder` held here: the dataset is deleted when the workload is)
-            replays = [prepare_replay(dataset, batch_rows=BATCH) for _ in range(slowdown)]
-
-            def apply(j: int) -> Callable[[], None]:
-                def run() -> None:
-                    for replay, batches in replays:  # slowdown > 1: the same work again
-                        replay.orders(batches[j])
-                        replay.out.clear()
-                return run
-            return [apply(j) for j in range(len(replays[0][1]))]
-        return fresh
-    return prepare
+    def fresh(slowdown: int, folder: tempfile.TemporaryDirectory = folder) -> list[Callable[[], None]]:
+        # (`folder` held here: the dataset is deleted when the workload is)
+        replays = [prepare_replay(dataset, batch_rows=BATCH) for _ in range(slowdown)]
+        return [partial(_replay_batch, replays, j) for j in range(len(replays[0][1]))]
+    return fresh
 
 
 # name -> builder of the workload (its inputs built once, before any timing)
-WORKLOADS: dict[str, Callable[[], Callable[[int], Round]]] = {
-    "realistic_200k": realistic_batches,
-    "adversarial_200k": adversarial_batches,
-    "replay_100k": replay_batches,
+WORKLOADS: dict[str, Callable[[], Workload]] = {
+    "realistic_200k": realistic_workload,
+    "adversarial_200k": adversarial_workload,
+    "replay_100k": replay_workload,
 }
 
 
-def measure(workload: Callable[[int], Round], *, rounds: int = ROUNDS, slowdown: int = 1
+def measure(workload: Workload, *, rounds: int = ROUNDS, slowdown: int = 1
             ) -> tuple[list[list[float]], list[list[float]]]:
     """CPU seconds of this thread, [round][batch], for the workload's batches and for the
     calibration chunk timed right before each (after the first round: a warm-up, dropped).
     CPU time, not wall time: time the scheduler gives other processes is not counted."""
     chunk = CALIBRATION_N * BATCH // 200_000  # about one matcher batch's time
     clock = time.thread_time
-    fresh = workload(slowdown)
     work: list[list[float]] = []
     calib: list[list[float]] = []
     for r in range(rounds + 1):
-        steps = fresh()
+        steps = workload(slowdown)
         w_round, c_round = [], []
         gc.collect()
         gc.disable()
