@@ -89,6 +89,7 @@ cdef class Replay:
     cpdef tuple _pool_figures(self, str account, str asset)
     @cython.locals(resting=dict, live=list)
     cpdef object _reduce_only_qty(self, str account, str symbol, int side)
+    cpdef object _open_orders_fit(self, str account, str pool, object free, object own)
     @cython.locals(c=Clearing, spec=SymbolSpec)
     cpdef object _amend_margin(self, str account, str symbol, object oid, object price, object qty)
     @cython.locals(aggregate=dict, cached=tuple)

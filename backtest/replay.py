@@ -477,10 +477,18 @@ class Replay:
         free = headroom(equity, needs[1], initial, needs[0])
         if free < 0:
             return R_INSUFFICIENT_MARGIN  # even if the open orders used none
+        return self._open_orders_fit(account, pool, free, 0)
+
+    def _open_orders_fit(self, account: str, pool: str, free: int, own: int) -> str | None:
+        """The last step of an order's margin check in a single-asset pool: None when
+        `free` (equity - taker fee - the positions' and this order's initial margin) covers
+        the account's open orders' margin in `pool` less `own` (an amended order's current
+        margin, which that figure holds; 0 for a new order), else insufficient_margin. The
+        bound first; the exact figure only when the bound does not settle it."""
         bound = self._orders_margin_bound(account, pool)
-        if bound is not None and free >= bound:
+        if bound is not None and free >= bound - own:
             return None  # passes even with the open orders' margin overstated
-        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) else None
+        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) - own else None
 
     def _current_figures(self) -> dict[str, dict[str, tuple[int, int]]]:
         """The figures cache of _pool_figures with every entry the change log or a mark
@@ -623,10 +631,7 @@ class Replay:
             return R_NO_MARK_PRICE
         equity, initial = self._pool_figures(account, pool)
         free = headroom(equity, needs[1], initial, needs[0])  # what the other open orders may use
-        bound = self._orders_margin_bound(account, pool)
-        if bound is not None and free >= bound - now:
-            return None
-        return R_INSUFFICIENT_MARGIN if free < self._orders_margin(account, pool) - now else None
+        return self._open_orders_fit(account, pool, free, now)
 
     def _orders_margin_bound(self, account: str, asset: str) -> int | None:
         """An upper bound of `_orders_margin` from per-symbol aggregates (total open qty Q,
