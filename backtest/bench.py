@@ -11,6 +11,9 @@
   (one round: a second one in the same process runs on a fragmented heap). With
   `matcher_msgs_per_s` it gives what clearing costs the loop, I/O aside:
   `replay_loop_to_matcher`.
+- `match_pipeline_stages_s`, `replay_stages_s`: where the two end-to-end figures' wall
+  time went, in seconds per stage (backtest.match.Laps; run_match's and run_replay's
+  docstrings say what each stage holds).
 Without --dataset: a generated realistic stream with clearing tables (2,000 accounts, every
 one holding a position), so all three figures come from the same instructions.
 """
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 import matching.engine
-from backtest.match import gc_paused, run_match
+from backtest.match import Laps, gc_paused, run_match
 from backtest.replay import Replay
 from backtest.run import _depth_interval, _load_clearing, _load_events, liquidation_rules, run_replay
 from datasets.generate import write_clearing_dataset
@@ -97,6 +100,10 @@ def replay_loop(dataset: Path, digest=None) -> tuple[float, float, int, int]:
     return wall, cpu, records, replay.seq
 
 
+def _stages(laps: Laps) -> dict[str, float]:
+    return {stage: round(seconds, 3) for stage, seconds in laps.seconds.items()}
+
+
 def run_bench(dataset: Path | None, *, rounds: int = 3, n: int = 1_000_000, seed: int = 1) -> dict:
     """Measure on `dataset`, or on a generated realistic stream of `n` instructions."""
     with tempfile.TemporaryDirectory(prefix="backtest-bench-") as tmp:
@@ -107,14 +114,14 @@ def run_bench(dataset: Path | None, *, rounds: int = 3, n: int = 1_000_000, seed
         messages = check_orders(orders)
         batches = load_orders(orders, default_stp=manifest.default_stp)
         rates = matcher_rate(batches, manifest.matcher_rules(), rounds)
-        start = time.perf_counter()
-        run_match(dataset, Path(tmp) / "match")
-        pipeline = messages / (time.perf_counter() - start)
-        replay = loop = None
+        match_laps = Laps()
+        run_match(dataset, Path(tmp) / "match", laps=match_laps)
+        pipeline = messages / sum(match_laps.seconds.values())
+        replay = loop = run_laps = None
         if "margin_tiers" in manifest.rules:
-            start = time.perf_counter()
-            run_replay(dataset, Path(tmp) / "run")
-            replay = round(messages / (time.perf_counter() - start))
+            run_laps = Laps()
+            run_replay(dataset, Path(tmp) / "run", laps=run_laps)
+            replay = round(messages / sum(run_laps.seconds.values()))
             loop = round(messages / replay_loop(dataset)[0])
     return {
         "dataset": manifest.name,
@@ -128,5 +135,7 @@ def run_bench(dataset: Path | None, *, rounds: int = 3, n: int = 1_000_000, seed
         "replay_to_match_pipeline": None if replay is None else round(replay / pipeline, 3),
         "replay_loop_msgs_per_s": loop,
         "replay_loop_to_matcher": None if loop is None else round(loop / statistics.median(rates), 3),
+        "match_pipeline_stages_s": _stages(match_laps),
+        "replay_stages_s": None if run_laps is None else _stages(run_laps),
         "matcher_compiled": not matching.engine.__file__.endswith(".py"),
     }

@@ -239,7 +239,9 @@ explains the readings.""",
                                    "the clock starts; median of --rounds), `backtest match` end "
                                    "to end, and `backtest run` end to end and its replay loop "
                                    "alone, loaded like the matcher (when the dataset has margin "
-                                   "rules). Without --dataset: a generated realistic "
+                                   "rules), and where the two end-to-end runs spent their wall "
+                                   "time: check, read, match or replay, write (the main "
+                                   "thread's share), finish. Without --dataset: a generated realistic "
                                    "stream of 1,000,000 instructions with clearing tables "
                                    "(2,000 accounts, each holding a position).",
                        epilog="examples:\n  backtest bench --json\n"
@@ -398,6 +400,9 @@ def _cmd_bench(cfg: Config) -> int:
                   f"{result['replay_to_match_pipeline']:.3f} x the match pipeline")
             print(f"replay loop alone (loaded, nothing written): {result['replay_loop_msgs_per_s']:,} msg/s "
                   f"= {result['replay_loop_to_matcher']:.3f} x the matcher alone")
+        for name, key in (("match pipeline", "match_pipeline_stages_s"), ("run", "replay_stages_s")):
+            if result[key] is not None:
+                print(f"{name} stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in result[key].items()))
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,12 +35,31 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+class Laps:
+    """Wall seconds per stage of a run (`backtest bench` reports them; nothing is written to
+    a run folder, so outputs stay byte-identical). `lap(stage)` charges the time since the
+    previous lap (or since construction) to `stage`; a stage lapped once per batch sums."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
 def run_match(
-    dataset: Path, out: Path, *, progress: Callable[[int, int], None] | None = None
+    dataset: Path, out: Path, *, progress: Callable[[int, int], None] | None = None,
+    laps: Laps | None = None,
 ) -> dict:
     """Replay `dataset`'s orders through the matcher into run folder `out`; return the
     summary. Raises InputError (nothing written) on a bad manifest or orders file.
-    `progress(done, total)` is called after each batch of instructions."""
+    `progress(done, total)` is called after each batch of instructions. `laps` gets the
+    wall time of the stages: check, read, match, write (the main thread's share of the
+    writing, and the wait for the writer thread at the end), finish."""
+    laps = Laps() if laps is None else laps
     manifest = load_manifest(dataset)
     orders_path = dataset / "orders.parquet"
     total = check_orders(orders_path)
@@ -48,15 +68,20 @@ def run_match(
     with staged_folder(out) as stage:
         writer = MatchOutputWriter(stage, factors)
         done = 0
+        laps.lap("check")
         with gc_paused():
             for batch in iter_order_batches(orders_path, default_stp=manifest.default_stp):
+                laps.lap("read")
                 matcher.apply_columns(*batch)
+                laps.lap("match")
                 writer.write_records(matcher.out)
                 matcher.out.clear()
+                laps.lap("write")
                 done += len(batch[0])
                 if progress is not None:
                     progress(done, total)
         writer.close()
+        laps.lap("write")
         levels = write_book_final(matcher, stage / "book_final.parquet")
         summary = {
             "command": "match",
@@ -69,6 +94,7 @@ def run_match(
         }
         summary.update(_event_counts(stage))
         summary = write_summary(stage, summary)  # with every table's rows and hash
+    laps.lap("finish")
     return summary
 
 

@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backtest.match import _event_counts, gc_paused
+from backtest.match import Laps, _event_counts, gc_paused
 from backtest.outputs import MatchOutputWriter, write_book_final, write_summary
 from backtest.report import write_report
 from backtest.replay import (RANK_ASSET_PRICES, RANK_FUNDING, RANK_INTEREST, RANK_MARKS, RANK_TRANSFERS,
@@ -291,12 +291,18 @@ def liquidation_rules(manifest: Manifest, rules: RuleSet) -> LiquidationRules:
 
 
 def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
-               progress: Callable[[int, int, int], None] | None = None, adl_cache: bool = True) -> dict:
+               progress: Callable[[int, int, int], None] | None = None, adl_cache: bool = True,
+               laps: Laps | None = None) -> dict:
     """Replay `dataset` into run folder `out`; return the summary. `rules_file` overrides
     keys of the manifest's [rules] (merge_rules); the effective rules are written to
     RUN/rules.toml. Raises InputError (nothing written) on bad input. `progress(done,
     total, ts)` after each order batch (ts: its last instruction's). `adl_cache=False` ranks every holder at every ADL (a
-    test holds the cache to it)."""
+    test holds the cache to it). `laps` gets the wall time of the stages: check (every
+    table checked and loaded, the opening state), read (order batches), replay (pre-trade,
+    match, clear, fund, margin checks; in a market-data replay also the writing between
+    market batches), write (the main thread's share, and the wait for the writer thread at
+    the end), finish (the final tables, summary and report)."""
+    laps = Laps() if laps is None else laps
     manifest = load_manifest(dataset)
     effective = manifest.rules
     source = str(manifest.path)
@@ -353,20 +359,26 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
                         market_batch=market_batch)
         for account in sorted(clearing.positions):
             replay.watch.check(account)  # arm the safe ranges (empty until the first mark)
+        laps.lap("check")
         with gc_paused():
             if orders_path is not None:
                 for batch in iter_order_batches(orders_path, default_stp=manifest.default_stp,
                                                 reduce_only=True):
+                    laps.lap("read")
                     replay.orders(batch)
+                    laps.lap("replay")
                     writer.write_records(replay.out)
                     replay.out.clear()
+                    laps.lap("write")
                     done += len(batch[0])
                     if progress is not None:
                         progress(done + replay.market_rows, total, batch[0][-1])
             replay.until(None)
+            laps.lap("replay")
             writer.write_records(replay.out)
             replay.out.clear()
         writer.close()
+        laps.lap("write")
         assert writer.seq == replay.seq, (writer.seq, replay.seq)
         levels = write_book_final(matcher, stage / "book_final.parquet")
         (stage / "rules.toml").write_text(dump_rules(effective))
@@ -403,6 +415,7 @@ def run_replay(dataset: Path, out: Path, *, rules_file: Path | None = None,
         summary.update(_event_counts(stage))
         summary = write_summary(stage, summary)  # with every table's rows and hash
         write_report(stage, dataset)
+    laps.lap("finish")
     return summary
 
 

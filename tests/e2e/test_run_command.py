@@ -170,6 +170,12 @@ def test_bench_json_reports_the_run_against_the_matcher(dataset, capsys):
     assert result["replay_events_per_s"] < result["replay_loop_msgs_per_s"] < result["matcher_msgs_per_s"]
     loop_ratio = result["replay_loop_msgs_per_s"] / result["matcher_msgs_per_s"]
     assert abs(result["replay_loop_to_matcher"] - loop_ratio) <= 0.001
+    # Where the end-to-end time went: every stage lapped, and the stages are the whole run.
+    stages = result["replay_stages_s"]
+    assert set(stages) == {"check", "read", "replay", "write", "finish"}  # (--json sorts keys)
+    assert all(seconds > 0 for seconds in stages.values())
+    assert abs(result["messages"] / sum(stages.values()) / result["replay_events_per_s"] - 1) < 0.01
+    assert set(result["match_pipeline_stages_s"]) == {"check", "read", "match", "write", "finish"}
 
 
 def test_a_small_crash_day_gives_the_same_bytes_with_and_without_the_adl_rank_cache(tmp_path):
