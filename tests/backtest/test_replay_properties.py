@@ -21,7 +21,8 @@ from backtest.replay import (MARGIN_CALL, RANK_FUNDING, RANK_MARKS, RANK_TRANSFE
 from clearing.liquidation import ADL_RANKINGS, EXECUTIONS
 from clearing.margin import MarginTiers
 from clearing.pretrade import OrderIntent, check_order
-from clearing.settlement import Clearing, FeeSchedule, SymbolSpec
+from clearing.ledger import LEDGER
+from clearing.settlement import FUND, INSURANCE, Clearing, FeeSchedule, SymbolSpec
 from matching import Matcher, SymbolRules
 from matching.types import AMEND, BUY, CANCEL, GTC, IOC, LIMIT, MARKET, NEW, SELL, STP_CANCEL_TAKER
 
@@ -81,7 +82,7 @@ def apply_event(replay: Replay, ts: int, event: tuple) -> None:
 
 def assert_conserved(clearing: Clearing, replay: Replay, external: dict[str, int], where: object) -> None:
     """DESIGN.md's conservation identity in both forms for USDT and USDC (the fund's
-    parcels counted as positions), and the fund at or above its floor (0 here)."""
+    parcels counted as positions), and the fund's floor (0 here) (assert_fund_floor)."""
     for asset in ("USDT", "USDC"):
         assert clearing.conservation_gap(asset) == 0, where
         deposits = replay.deposits.get(asset, 0) - replay.withdrawals.get(asset, 0)
@@ -89,7 +90,28 @@ def assert_conserved(clearing: Clearing, replay: Replay, external: dict[str, int
                     if SYMBOLS[s].settle == asset for p in held.values())
         costs += sum(p.signed_cost() for p in clearing.parcels if p.asset == asset)
         assert clearing.ledger.total(asset) - costs == external[asset] + deposits, where
-        assert clearing.ledger.balance("insurance_fund", asset) >= 0, (where, asset)
+        assert_fund_floor(replay, asset, where)
+
+
+def assert_fund_floor(replay: Replay, asset: str, where: object, floor: int = 0) -> None:
+    """The fund's floor as docs/run.md reads CLEARING.md: every change of the fund's balance
+    has its `insurance_fund` row (the rows' changes sum to the fund's ledger entries, and
+    each row's balance follows from the one before), and no row takes the balance below the
+    floor, or lower once below it, except a `bankruptcy` cover: a user left flat with a
+    negative balance by a close at a loss larger than its wallet (a market order sweeping
+    a thin book far from the mark, a reduce-only close), whom the fund makes whole even
+    past its floor, since CLEARING.md's other property (no user below zero equity in
+    single-asset mode) and money's conservation leave no one else to pay (nothing is left
+    to deleverage). tests/backtest/test_replay_rules.py pins one such cover exactly."""
+    rows = [r for r in replay.out if r[0] == INSURANCE and r[2] == asset]
+    entries = sum(r[4] for r in replay.out if r[0] == LEDGER and r[2] == FUND and r[3] == asset)
+    assert sum(r[3] for r in rows) == entries, (where, asset)
+    for before, row in zip(rows, rows[1:]):
+        assert row[4] == before[4] + row[3], (where, row)
+    for row in rows:
+        _, _, _, change, after, cause, _ = row
+        if change < 0 and after < floor:
+            assert cause == "bankruptcy", (where, row)
 
 
 def reference_orders_margin(replay: Replay, account: str, asset: str) -> int:
