@@ -26,7 +26,7 @@ How (docs/bench.md has the measurements behind the choices):
 - `bench/baseline.json` stores that ratio per workload, measured on CI's machine kind
   with neighbours running (two more gates); the gate fails when a ratio exceeds
   THRESHOLD x its baseline (1.5: a 2x slower hot loop fails, quiet or loaded; the ratio's
-  noise across runs and loads, 0.84-1.03x of the baseline, does not).
+  noise across runs and loads, 0.84-1.09x of the baseline, does not).
 - `--slowdown 2` replays every batch into a second matcher (or replay) as well, from its
   own copy of the input (twice the work) to show the gate failing; `--update-baseline`
   rewrites the baseline (review it).
