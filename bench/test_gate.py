@@ -70,6 +70,23 @@ def test_a_threshold_that_could_never_fail_is_an_error():
 def test_the_calibration_workload_is_deterministic():
     assert gate.calibration(5_000) == gate.calibration(5_000)
     assert gate.calibration(5_000) != gate.calibration(6_000)
+    assert gate.calibration(5_000, seed=3) == gate.calibration(5_000, seed=3)
+    assert gate.calibration(5_000, seed=3) != gate.calibration(5_000, seed=4)
+
+
+def test_the_calibration_records_are_fixed_and_larger_than_a_cores_l2_cache():
+    """Its memory behaviour is the point (docs/bench.md): a fixed list of tuples of ints,
+    built the same way in every process, of several MB (CI's cores have 2 MB of L2)."""
+    import sys
+
+    records = gate.calibration_records()
+    assert records is gate.calibration_records()  # built once, outside the clock
+    assert len(records) == gate.CALIBRATION_RECORDS
+    assert records[:3] == gate.calibration_records.__wrapped__(3)
+    size = sys.getsizeof(records) + sum(sys.getsizeof(r) + sum(sys.getsizeof(v) for v in r)
+                                        for r in records)
+    assert size > 4 * 2**20
+    assert all(v > 256 for r in records for v in r)  # no cached small ints: every one is read
 
 
 def test_measure_times_every_batch_of_every_round_after_its_calibration_chunk():
