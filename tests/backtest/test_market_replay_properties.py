@@ -33,7 +33,7 @@ depth = st.tuples(st.just("depth"), st.sampled_from(sorted(SYMBOLS)), st.sampled
 trades = st.tuples(st.just("trade"), st.sampled_from(sorted(SYMBOLS)), st.sampled_from([BUY, SELL]),
                    st.integers(90, 110), st.integers(1, 30))
 streams = st.lists(st.one_of(orders, depth, depth, depth, trades, trades, marks, marks, fundings, transfers),
-                   min_size=1, max_size=60)
+                   min_size=10, max_size=60)  # hypothesis's lists average a handful otherwise
 
 
 def _feed(replay: Replay, row: tuple) -> None:
@@ -58,7 +58,10 @@ def test_every_event_conserves_money_against_recorded_liquidity(stream, data):
     matcher = MarketMatcher({s: SymbolRules() for s in SYMBOLS}, data.draw(st.sampled_from(QUEUE_MODELS)))
     rules = LiquidationRules(execution=data.draw(st.sampled_from(EXECUTIONS)),
                              band=data.draw(st.sampled_from([1_000_000, 5_000_000, 20_000_000])),
+                             fee=data.draw(st.sampled_from([0, 500_000])),
                              ranking=data.draw(st.sampled_from(ADL_RANKINGS)),
+                             max_takeover=data.draw(st.sampled_from([None, 30_000_000, 300_000_000])),
+                             adl_fees=data.draw(st.booleans()),
                              one_unit={"USDT": 1_000, "USDC": 1_000})
     replay = Replay(matcher, clearing, [], rules)
     assert replay.market_mode

@@ -40,7 +40,18 @@ fundings = st.tuples(st.just("funding"), st.sampled_from(sorted(SYMBOLS)),
                                st.fractions(-300_000, 300_000, max_denominator=97)))
 transfers = st.tuples(st.just("transfer"), st.sampled_from(ACCOUNTS), st.sampled_from(["deposit", "withdraw"]),
                       st.sampled_from(["USDT", "USDC"]), st.integers(0, 60_000))
-streams = st.lists(st.one_of(orders, orders, orders, marks, fundings, transfers), min_size=20, max_size=60)
+# A trade between two accounts: a resting limit, then an IOC of another account against it at
+# its price (two order events; independent orders rarely cross).
+pairs = st.tuples(st.permutations(ACCOUNTS), st.sampled_from(sorted(SYMBOLS)), st.sampled_from([BUY, SELL]),
+                  st.integers(95, 105), st.integers(1, 40)).map(
+    lambda t: ("pair", ("order", t[0][0], t[1], t[2], "limit", t[3], t[4], False),
+               ("order", t[0][1], t[1], SELL if t[2] == BUY else BUY, "ioc", t[3], t[4], False)))
+streams = st.lists(st.one_of(orders, orders, orders, pairs, marks, fundings, transfers), min_size=20, max_size=60)
+
+
+def unpaired(stream: list[tuple]) -> list[tuple]:
+    """`stream` with each pair as its two order events."""
+    return [e for item in stream for e in (item[1:] if item[0] == "pair" else (item,))]
 
 
 def _brute_force_liquidatable(clearing: Clearing) -> set[tuple[str, str]]:
@@ -230,7 +241,7 @@ def test_every_event_conserves_money_and_margin_calls_match_brute_force(stream, 
         for symbol in sorted(SYMBOLS):
             apply_event(replay, 0, ("mark", symbol, 100))
     order_id = 0
-    for ts, event in enumerate(stream, start=1):
+    for ts, event in enumerate(unpaired(stream), start=1):
         if event[0] == "order":
             _, account, symbol, side, kind, price, qty, reduce_only = event
             order_id += 1
