@@ -6,9 +6,9 @@ positions that do not net to zero (the market holds the opposite).
 After every event, as in test_replay_properties.py: for every asset the conservation
 identity holds exactly; positions net to zero per symbol with the market's included; the
 fund stays at or above its floor except by a `bankruptcy` cover (assert_fund_floor); no
-user account is left liquidatable and none has
-negative equity; and the market book's own invariants hold (taken within recorded, queue
-places within the visible lots, our orders never crossed with tradable liquidity).
+user account is left liquidatable and none has negative equity; and the market book's own
+invariants hold (taken within recorded, queue places within the visible lots, our orders
+never crossed with tradable liquidity).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def apply_event(replay: Replay, ts: int, event: tuple) -> None:
 
 def assert_conserved(clearing: Clearing, replay: Replay, external: dict[str, int], where: object) -> None:
     """DESIGN.md's conservation identity in both forms for USDT and USDC (the fund's
-    parcels counted as positions), and the fund's floor (0 here) (assert_fund_floor)."""
+    parcels counted as positions), and the fund's floor, 0 here (assert_fund_floor)."""
     for asset in ("USDT", "USDC"):
         assert clearing.conservation_gap(asset) == 0, where
         deposits = replay.deposits.get(asset, 0) - replay.withdrawals.get(asset, 0)
