@@ -11,7 +11,8 @@ cpdef object div_ceil(object a, object b)
 cpdef object notional(object price_ticks, object qty_lots, object k)
 cpdef object fee(object notional_minor, object rate)
 cpdef object _fee_exact(object notional_minor, object rate)
-# Every argument in C: fee calls it only when they fit; the product is checked against top.
+# Every argument in C: an argument past 64 bits raises OverflowError on the way in (fee
+# falls back to _fee_exact); the signs and the product are checked against top inside.
 cpdef object _fee_int64(long long notional_minor, long long rate, long long scale, long long top)
 cpdef tuple funding_amounts_over(object qty_lots, object mark_ticks, object k, object rate_num_abs,
                                  object per)

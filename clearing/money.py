@@ -13,7 +13,6 @@ from fractions import Fraction
 
 SCALE = 100_000_000  # rates, fee rates, margin ratios, funding rates are integers over this
 _INT64_MAX = (1 << 63) - 1  # the largest signed 64-bit integer (the C paths' bound)
-_INT64_MAX_NEG = -_INT64_MAX  # its negation (a constant: compiled, a negation is a Python call)
 
 
 def div_floor(a: int, b: int) -> int:
@@ -48,9 +47,13 @@ def fee(notional_minor: int, rate: int) -> int:
     >>> fee(21_000_070_000, 50_000), fee(21_000_070_000, 12_345), fee(1_000, -20_000)
     (10500035, 2592459, 0)
     """
-    if 0 <= notional_minor <= _INT64_MAX and _INT64_MAX_NEG <= rate <= _INT64_MAX:
+    try:
+        # Compiled, the arguments become C integers on the way in, and one past 64 bits
+        # raises OverflowError there: that conversion is the bound check, with no Python
+        # comparison per call (fee runs for every fill and every new order).
         return _fee_int64(notional_minor, rate, SCALE, _INT64_MAX)
-    return _fee_exact(notional_minor, rate)
+    except OverflowError:
+        return _fee_exact(notional_minor, rate)
 
 
 def _fee_exact(notional_minor: int, rate: int) -> int:
@@ -61,12 +64,12 @@ def _fee_exact(notional_minor: int, rate: int) -> int:
 
 
 def _fee_int64(notional_minor: int, rate: int, scale: int, top: int) -> int:
-    """fee when 0 <= notional_minor <= top and |rate| <= top, `scale` being SCALE and `top`
-    2^63 - 1. Compiled (money.pxd), all four are C integers, and when notional x |rate| is
-    at most top too (a real fill: 1e12 minor units at 5e4 is 5e16) the formula is C
-    arithmetic that cannot overflow (Python's floor division: cdivision off); otherwise it
-    is _fee_exact's."""
-    if notional_minor > top // max(abs(rate), 1):
+    """fee, `scale` being SCALE and `top` 2^63 - 1. Compiled (money.pxd), all four are C
+    integers, and when 0 <= notional_minor, |rate| <= top (-2^63 has no C absolute value)
+    and notional x |rate| is at most top (a real fill: 1e12 minor units at 5e4 is 5e16) the
+    formula is C arithmetic that cannot overflow (Python's floor division: cdivision off);
+    otherwise it is _fee_exact's. (Pure, any size: the same formula on Python integers.)"""
+    if notional_minor < 0 or rate < -top or notional_minor > top // max(abs(rate), 1):
         return _fee_exact(notional_minor, rate)
     if rate >= 0:
         return -(-(notional_minor * rate) // scale)
